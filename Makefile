@@ -1,0 +1,44 @@
+# Head-model tool chain. `make demo` sets everything up and runs the main job on embedded data.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+DATASET ?= nersemble
+ROOT   ?= data/$(DATASET)
+STORE  ?= stores/$(DATASET).zarr
+ARGS   ?=
+DEMO_RAW   = data/demo
+DEMO_STORE = stores/demo.zarr
+
+.PHONY: install test test-all demo preprocess bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade pip
+	# the CPU build of torch first (a plain `torch` requirement would pull the CUDA wheels)
+	$(VENV)/bin/pip install torch==2.13.0
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ''
+
+$(DEMO_RAW):
+	$(PY) cli.py synth-data $(DEMO_RAW)
+
+demo: install $(DEMO_RAW)
+	$(PY) cli.py preprocess nersemble --root $(DEMO_RAW) --store $(DEMO_STORE) $(ARGS)
+	$(PY) cli.py info $(DEMO_STORE)
+
+preprocess: install
+	$(PY) cli.py preprocess $(DATASET) --root $(ROOT) --store $(STORE) $(ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(DEMO_STORE) $(DEMO_RAW)

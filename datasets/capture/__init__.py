@@ -1,0 +1,1 @@
+"""Writing captures in the raw layouts the readers take (used by synthetic data, tests, benchmarks)."""

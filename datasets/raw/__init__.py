@@ -1,0 +1,45 @@
+"""Raw capture readers. `read_raw(kind, root, selection)` lists the clips of a capture."""
+
+from __future__ import annotations
+
+from datasets.raw.base import ClipSpec, RawPlan, Selection, ViewSpec
+from datasets.raw.monocular import DEFAULT_FOCAL, read_images, read_video, read_vfhq
+from datasets.raw.nersemble import read_nersemble
+
+KINDS = {
+    "nersemble": "NeRSemble, v1 or v2 layout detected per sequence",
+    "nersemble-v1": "NeRSemble v1: per-frame image folders, camera_params.json",
+    "nersemble-v2": "NeRSemble v2: one mp4 per camera, calibration/camera_params.json",
+    "vfhq": "VFHQ-style monocular clips: a folder of frames per clip",
+    "video": "a video file, or a folder of video files (one clip each)",
+    "images": "an image folder, or a folder of image folders (one clip each)",
+}
+
+LICENCE_NOTES = {
+    "nersemble": "NeRSemble: research use under the NeRSemble Terms of Use (access by request, TUM); "
+                 "redistribution of derived data only to users who accepted them.",
+    "vfhq": "VFHQ: research use only; frames come from YouTube videos under their owners' terms.",
+    "video": "A user-supplied capture; its owner decides the terms.",
+    "images": "A user-supplied capture; its owner decides the terms.",
+}
+
+
+def read_raw(kind: str, root: str, selection: Selection, *, focal: float = DEFAULT_FOCAL,
+             subject: str | None = None) -> RawPlan:
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind.startswith("nersemble"):
+        version = kind.split("-", 1)[1] if "-" in kind else "auto"
+        return read_nersemble(root, selection, version)
+    if kind == "vfhq":
+        return read_vfhq(root, selection, focal)
+    if kind == "video":
+        return read_video(root, selection, focal, subject)
+    return read_images(root, selection, focal, subject)
+
+
+def licence_note(kind: str) -> str:
+    return LICENCE_NOTES.get(kind.split("-")[0], "")
+
+
+__all__ = ["ClipSpec", "RawPlan", "Selection", "ViewSpec", "KINDS", "read_raw", "licence_note"]

@@ -1,0 +1,166 @@
+"""Frame sources: a video file decoded once, sequentially, or a list of image files, one per frame.
+
+`iter_frames` yields (frame_id, image) for the requested original frame ids in increasing order; when a
+frame cannot be had, it yields (frame_id, FrameError) with the reason instead, and goes on where it can.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import av
+import cv2
+import fsspec
+import numpy as np
+
+
+class FrameError(str):
+    """The reason a frame is missing (a str, so it travels into the ledger as is)."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """One camera's video (e.g. NeRSemble v2 `cam_<serial>.mp4`)."""
+
+    url: str
+
+    def describe(self) -> tuple[int, int, int, float]:
+        """(n_frames, width, height, fps) from the container, without decoding (demux-count fallback)."""
+        with _open_video(self.url) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            n = int(stream.frames or 0)
+            if n <= 0:  # containers without a frame count: count packets, still no decoding
+                n = sum(1 for p in container.demux(stream) if p.size)
+            return n, stream.codec_context.width, stream.codec_context.height, fps
+
+
+@dataclass(frozen=True)
+class ImageSequence:
+    """One image file per frame; `urls[i]` is frame id `frame_ids[i]`."""
+
+    urls: tuple[str, ...]
+    frame_ids: tuple[int, ...]
+
+    def describe(self) -> tuple[int, int, int, float]:
+        """(n_frames, width, height, 0) with the size of the first readable image (header only)."""
+        for url in self.urls[:8]:
+            size = image_size(url)
+            if size is not None:
+                return len(self.urls), size[0], size[1], 0.0
+        raise ValueError(f"none of the first images could be read, e.g. {self.urls[0]}")
+
+
+def _open_video(url: str):
+    if "://" in url and not url.startswith("file://"):
+        return av.open(fsspec.open(url, "rb").open())
+    return av.open(url[7:] if url.startswith("file://") else url)
+
+
+def read_bytes(url: str) -> bytes:
+    with fsspec.open(url, "rb") as f:
+        return f.read()
+
+
+def read_image(url: str) -> np.ndarray:
+    """An image file -> uint8 [H, W, 3] RGB. Raises ValueError with the reason."""
+    data = read_bytes(url)
+    if not data:
+        raise ValueError(f"empty file (0 bytes): {url}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"not a decodable image ({len(data)} bytes): {url}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of an image file, or None when it cannot be decoded."""
+    try:
+        from PIL import Image
+
+        with fsspec.open(url, "rb") as f, Image.open(f) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any unreadable file counts as no size
+        return None
+
+
+def iter_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], threads: int = 1) -> Iterator[
+        tuple[int, np.ndarray | FrameError]]:
+    if not frame_ids:
+        return
+    if isinstance(source, VideoSource):
+        yield from _iter_video(source.url, list(frame_ids), threads)
+    else:
+        index = {fid: i for i, fid in enumerate(source.frame_ids)}
+        for fid in frame_ids:
+            if fid not in index:
+                yield fid, FrameError(f"no image file for frame {fid}")
+                continue
+            try:
+                yield fid, read_image(source.urls[index[fid]])
+            except (ValueError, OSError) as e:
+                yield fid, FrameError(str(e))
+
+
+def _frame_index(frame: av.VideoFrame, stream, fps: float) -> int | None:
+    if frame.pts is None or not fps:
+        return None
+    start = stream.start_time or 0
+    return int(round(float((frame.pts - start) * stream.time_base) * fps))
+
+
+def _iter_video(url: str, frame_ids: list[int], threads: int) -> Iterator[tuple[int, np.ndarray | FrameError]]:
+    """Decode sequentially from the keyframe at or before the first wanted frame; never seek per frame."""
+    wanted = sorted(set(frame_ids))
+    for seek in (wanted[0] > 0, False):
+        try:
+            container = _open_video(url)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            for fid in wanted:
+                yield fid, FrameError(f"cannot open video {url}: {e}")
+            return
+        with container:
+            placed = yield from _decode_wanted(container, url, wanted, threads, seek)
+        if placed:
+            return
+        # the frame reached by the seek could not be numbered: decode again from frame 0
+
+
+def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: bool):
+    """Yield the wanted frames; return False (having yielded nothing) when a seek cannot be placed."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = max(0, int(threads))
+    fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    pending = iter(wanted)
+    next_id = next(pending)
+    index = 0
+    if seek and fps > 0 and stream.time_base:
+        target = int(math.floor(wanted[0] / fps / float(stream.time_base))) + (stream.start_time or 0)
+        try:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            return False
+    reason = None
+    try:
+        for n, frame in enumerate(container.decode(stream)):
+            if seek and n == 0:
+                first = _frame_index(frame, stream, fps)
+                if first is None or first > wanted[0]:
+                    return False
+                index = first
+            if index == next_id:
+                yield index, frame.to_ndarray(format="rgb24")
+                next_id = next(pending, None)
+                if next_id is None:
+                    return True
+            index += 1
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        reason = f"decoding {url} failed at frame {index}: {e}"
+    reason = reason or f"video {url} ended after {index} frames (truncated or corrupt file)"
+    while next_id is not None:
+        yield next_id, FrameError(reason)
+        next_id = next(pending, None)
+    return True

@@ -1,0 +1,356 @@
+"""The preprocessed store: one Zarr v3 hierarchy per dataset, at a local path or any fsspec URL.
+
+    <root>/                       attrs: schema version, software versions, source, stage records
+      <subject>/<sequence>/       one group per clip; attrs: views, frame ids, block size, ...
+        rgb        uint8 [T, V, H, W, 3]   one image per chunk, one shard per frame block
+        rgb_ok     bool  [T, V]            the item exists (decoded without error)
+        background uint8 [V, H, W, 3]      background plates with the same crop/resize (when present)
+        cameras/K, cameras/world_to_cam    float32 [V, 3, 3], [V, 4, 4] after crop/resize
+      _meta/markers/<stage>/<subject>/<sequence>/b<block>   completion markers (group attributes)
+      _meta/ledger/<stage>/<subject>/<sequence>/b<block>    per-item failures of that block
+      _meta/ledger/<stage>/_plan                            failures found while planning
+
+Every node, markers and ledger entries included, is a Zarr group or array, so plain zarr can browse it.
+Writers never share an object: a frame-block task writes its own shards, marker and ledger entry; the
+driver alone writes group metadata and root attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from datasets import image_codec
+from datasets.names import clip_key, split_clip_key, validate_name
+
+SCHEMA_VERSION = 1
+META = "_meta"
+
+
+class StoreError(RuntimeError):
+    """The store is missing, from another schema version, or inconsistent with the request."""
+
+
+@dataclass
+class LedgerItem:
+    """One failed item: a (frame, view) of a clip, a whole view (frame None) or a whole clip."""
+
+    stage: str
+    clip: str
+    reason: str
+    frame: int | None = None  # original frame id in the raw capture
+    view: str | None = None  # camera serial
+    block: int | None = None
+    kind: str = "item"  # "item": recorded, the run goes on; "task": a task crashed after its retries
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "LedgerItem":
+        return LedgerItem(**{k: d.get(k) for k in LedgerItem.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class Marker:
+    """Completion record of one (stage, clip, block)."""
+
+    stage: str
+    clip: str
+    block: int
+    fingerprint: str  # the stage's config fingerprint combined with the clip's identity
+    stage_fingerprint: str = ""  # the stage's config fingerprint alone (checked by downstream stages)
+    frames: list[int] = field(default_factory=list)  # [t_start, t_end) in store frames
+    failed_items: int = 0
+    seconds: float = 0.0
+    finished: str = ""
+
+
+def fingerprint(payload: Any) -> str:
+    """Stable short digest of a JSON-serialisable payload (stage config + version + upstream)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def open_zarr_store(url: str, storage_options: dict | None = None, read_only: bool = False):
+    if is_remote(url):
+        return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
+    path = url[len("file://"):] if url.startswith("file://") else url
+    return zarr.storage.LocalStore(path, read_only=read_only)
+
+
+def _group_doc(attributes: dict[str, Any]) -> bytes:
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=1).encode()
+
+
+class Store:
+    """Handle on one preprocessed store. Cheap to create; workers open their own by URL."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, *, mode: str = "a"):
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.read_only = mode == "r"
+        self.zstore = open_zarr_store(url, storage_options, read_only=self.read_only)
+        exists = sync(self.zstore.exists("zarr.json"))
+        if mode == "r" and not exists:
+            raise StoreError(f"no store at {url} (expected a Zarr v3 group with zarr.json)")
+        if mode == "w-" and exists:
+            raise StoreError(f"a store already exists at {url}")
+        if not exists:
+            root = zarr.open_group(self.zstore, mode="a", zarr_format=3)
+            root.attrs.update({"schema_version": SCHEMA_VERSION, "created": now_iso(), "stages": {}})
+            sync(self._set_raw(f"{META}/zarr.json", _group_doc({"description": "markers and ledger"})))
+        self.root = zarr.open_group(self.zstore, mode="r" if self.read_only else "r+", zarr_format=3)
+        version = self.root.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {url} has schema version {version!r}; this software reads version {SCHEMA_VERSION}. "
+                "Preprocess into a new store, or use the software version that wrote it."
+            )
+
+    # ------------------------------------------------------------------ raw key access
+    async def _set_raw(self, key: str, data: bytes) -> None:
+        await self.zstore.set(key, default_buffer_prototype().buffer.from_bytes(data))
+
+    def _get_json(self, key: str) -> dict | None:
+        buf = sync(self.zstore.get(key, prototype=default_buffer_prototype()))
+        if buf is None:
+            return None
+        try:
+            return json.loads(buf.to_bytes())
+        except (ValueError, UnicodeDecodeError):
+            return None  # a write cut short by a crash: treated as absent
+
+    def _list_dir(self, prefix: str) -> list[str]:
+        async def collect() -> list[str]:
+            return [name async for name in self.zstore.list_dir(prefix)]
+
+        try:
+            return sorted(sync(collect()))
+        except FileNotFoundError:
+            return []
+
+    def _ensure_groups(self, path: str) -> None:
+        """Create zarr.json for every group on `path` that lacks one (driver side)."""
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            key = "/".join(parts[:i]) + "/zarr.json"
+            sync(self.zstore.set_if_not_exists(key, default_buffer_prototype().buffer.from_bytes(_group_doc({}))))
+
+    def _write_group_attrs(self, path: str, attributes: dict[str, Any]) -> None:
+        sync(self._set_raw(f"{path}/zarr.json", _group_doc(attributes)))
+
+    def _delete(self, key: str) -> None:
+        sync(self.zstore.delete(key))
+
+    # ------------------------------------------------------------------ root attributes
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.root.attrs)
+
+    def update_attrs(self, **values: Any) -> None:
+        self.root.attrs.update(values)
+
+    def stage_record(self, stage: str) -> dict | None:
+        return (self.root.attrs.get("stages") or {}).get(stage)
+
+    def set_stage_record(self, stage: str, record: dict[str, Any]) -> None:
+        stages = dict(self.root.attrs.get("stages") or {})
+        stages[stage] = record
+        self.root.attrs["stages"] = stages
+
+    # ------------------------------------------------------------------ clips
+    def clips(self) -> list[str]:
+        """All clip keys 'subject/sequence' in the store, sorted."""
+        out = []
+        for subject in self._list_dir(""):
+            if subject == META or self._get_json(f"{subject}/zarr.json") is None:
+                continue
+            for sequence in self._list_dir(f"{subject}/"):
+                doc = self._get_json(f"{subject}/{sequence}/zarr.json")
+                if doc and doc.get("node_type") == "group" and doc.get("attributes", {}).get("clip"):
+                    out.append(f"{subject}/{sequence}")
+        return out
+
+    def clip(self, key: str) -> zarr.Group:
+        subject, sequence = split_clip_key(key)
+        try:
+            return zarr.open_group(self.zstore, path=f"{subject}/{sequence}", mode="r" if self.read_only else "r+")
+        except FileNotFoundError:
+            raise StoreError(f"clip {key} is not in store {self.url}") from None
+
+    def has_clip(self, key: str) -> bool:
+        subject, sequence = split_clip_key(key)
+        return self._get_json(f"{subject}/{sequence}/zarr.json") is not None
+
+    def create_clip(self, subject: str, sequence: str, attributes: dict[str, Any]) -> zarr.Group:
+        key = clip_key(subject, sequence)
+        group = self.root.require_group(key)
+        group.attrs.update({"clip": key, **attributes})
+        return group
+
+    def delete_clip_arrays(self, key: str, names: Iterable[str]) -> None:
+        group = self.clip(key)
+        for name in names:
+            if name in group:
+                del group[name]
+
+    # ------------------------------------------------------------------ arrays
+    @staticmethod
+    def create_frame_array(
+        group: zarr.Group,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: str,
+        block_frames: int,
+        *,
+        image_format: str | None = None,
+        jpeg_quality: int = 95,
+        attributes: dict | None = None,
+    ) -> zarr.Array:
+        """A frames-first array [T, V, ...] sharded on frame blocks (one shard = one block, all views).
+
+        With `image_format`, each chunk is one image (chunk (1, 1, H, W[, 3])) encoded by the image
+        codec; otherwise the whole block is one chunk, compressed with zstd.
+        """
+        if image_format is not None:
+            chunks = (1, 1) + tuple(shape[2:])
+            shards = (block_frames,) + tuple(shape[1:])
+            return group.create_array(
+                name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                serializer=image_codec.ImageCodec(format=image_format, quality=jpeg_quality),
+                compressors=None, filters=None, fill_value=0, attributes=attributes or {},
+            )
+        chunks = (block_frames,) + tuple(shape[1:])
+        return group.create_array(
+            name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, attributes=attributes or {},
+        )
+
+    @staticmethod
+    def create_view_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: str, *,
+                          image_format: str | None = None, jpeg_quality: int = 95) -> zarr.Array:
+        """A small per-clip array indexed by view [V, ...]: one image per chunk, or a single chunk."""
+        if image_format is not None:
+            return group.create_array(
+                name, shape=shape, dtype=dtype, chunks=(1,) + tuple(shape[1:]),
+                serializer=image_codec.ImageCodec(format=image_format, quality=jpeg_quality),
+                compressors=None, filters=None, fill_value=0,
+            )
+        return group.create_array(name, shape=shape, dtype=dtype, chunks=shape, fill_value=0)
+
+    def clear_block(self, array: zarr.Array, block: int) -> None:
+        """Delete the stored object(s) of one frame block so a redo starts from nothing."""
+        grid = array.metadata.chunk_grid.chunk_shape if array.shards is None else array.shards
+        if grid[0] == 0:
+            return
+        coords = (block,) + (0,) * (array.ndim - 1)
+        assert all(g == s for g, s in zip(grid[1:], array.shape[1:])), "frame arrays shard whole frames"
+        key = array.metadata.encode_chunk_key(coords)
+        self._delete(f"{array.path}/{key}")
+
+    # ------------------------------------------------------------------ markers
+    @staticmethod
+    def _marker_prefix(stage: str, key: str) -> str:
+        subject, sequence = split_clip_key(key)
+        return f"{META}/markers/{validate_name(stage, 'stage')}/{subject}/{sequence}"
+
+    def prepare_meta(self, stage: str, key: str) -> None:
+        """Driver side: create the marker and ledger groups of (stage, clip) that workers write into."""
+        subject, sequence = split_clip_key(key)
+        self._ensure_groups(self._marker_prefix(stage, key))
+        self._ensure_groups(f"{META}/ledger/{stage}/{subject}/{sequence}")
+
+    def write_marker(self, marker: Marker) -> None:
+        prefix = self._marker_prefix(marker.stage, marker.clip)
+        self._write_group_attrs(f"{prefix}/b{marker.block:06d}", {"marker": asdict(marker)})
+
+    def clear_marker(self, stage: str, key: str, block: int) -> None:
+        self._delete(f"{self._marker_prefix(stage, key)}/b{block:06d}/zarr.json")
+
+    def markers(self, stage: str, key: str) -> dict[int, Marker]:
+        prefix = self._marker_prefix(stage, key)
+        out: dict[int, Marker] = {}
+        for name in self._list_dir(prefix + "/"):
+            doc = self._get_json(f"{prefix}/{name}/zarr.json")
+            data = (doc or {}).get("attributes", {}).get("marker")
+            if data:
+                marker = Marker(**data)
+                out[marker.block] = marker
+        return out
+
+    def stages_with_markers(self) -> list[str]:
+        return [s for s in self._list_dir(f"{META}/markers/") if s != "zarr.json"]
+
+    # ------------------------------------------------------------------ ledger
+    def write_block_ledger(self, stage: str, key: str, block: int, items: list[LedgerItem]) -> None:
+        subject, sequence = split_clip_key(key)
+        path = f"{META}/ledger/{stage}/{subject}/{sequence}/b{block:06d}"
+        if items:
+            self._write_group_attrs(path, {"items": [asdict(i) for i in items]})
+        else:
+            self._delete(f"{path}/zarr.json")
+
+    def write_plan_ledger(self, stage: str, items_by_clip: dict[str, list[LedgerItem]]) -> None:
+        """Driver side. Replaces the plan entries of the clips given, keeps the others."""
+        path = f"{META}/ledger/{validate_name(stage, 'stage')}/_plan"
+        self._ensure_groups(f"{META}/ledger/{stage}")
+        doc = self._get_json(f"{path}/zarr.json") or {}
+        current = dict(doc.get("attributes", {}).get("items", {}))
+        for clip, items in items_by_clip.items():
+            if items:
+                current[clip] = [asdict(i) for i in items]
+            else:
+                current.pop(clip, None)
+        self._write_group_attrs(path, {"items": current})
+
+    def ledger(self, stage: str | None = None, clip: str | None = None) -> list[LedgerItem]:
+        stages = [stage] if stage else [s for s in self._list_dir(f"{META}/ledger/") if s != "zarr.json"]
+        out: list[LedgerItem] = []
+        for st in stages:
+            doc = self._get_json(f"{META}/ledger/{st}/_plan/zarr.json")
+            for clip_name, items in (doc or {}).get("attributes", {}).get("items", {}).items():
+                if clip is None or clip_name == clip:
+                    out.extend(LedgerItem.from_dict(i) for i in items)
+            for subject in self._list_dir(f"{META}/ledger/{st}/"):
+                if subject in ("_plan", "zarr.json"):
+                    continue
+                for sequence in self._list_dir(f"{META}/ledger/{st}/{subject}/"):
+                    if sequence == "zarr.json" or (clip is not None and f"{subject}/{sequence}" != clip):
+                        continue
+                    prefix = f"{META}/ledger/{st}/{subject}/{sequence}"
+                    for block in self._list_dir(prefix + "/"):
+                        doc = self._get_json(f"{prefix}/{block}/zarr.json")
+                        for i in (doc or {}).get("attributes", {}).get("items", []):
+                            out.append(LedgerItem.from_dict(i))
+        return out
+
+
+def image_codec_config(array: zarr.Array) -> dict | None:
+    """The image codec settings of an array ({'format', 'quality'}), or None for other arrays."""
+    for codec in array.metadata.to_dict()["codecs"]:
+        if codec["name"] == image_codec.CODEC_NAME:
+            return dict(codec["configuration"])
+        if codec["name"] == "sharding_indexed":
+            for inner in codec["configuration"]["codecs"]:
+                if inner["name"] == image_codec.CODEC_NAME:
+                    return dict(inner["configuration"])
+    return None
+
+
+def read_frames(store: Store, key: str, name: str, t: slice | int, v: slice | int = slice(None)) -> np.ndarray:
+    """Convenience read of a frames-first array of one clip."""
+    return store.clip(key)[name][t, v]

@@ -1,0 +1,334 @@
+"""The preprocessing run: plan the (stage, clip, block) work against the store, refuse stale configs,
+build tasks in dependency order, execute them, and summarise what happened.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datasets.raw import Selection, licence_note, read_raw
+from datasets.store import LedgerItem, Store, fingerprint, now_iso
+from pipeline.config import PreprocessConfig
+from pipeline.execute import (
+    DaskExecutor, InlineExecutor, SegmentTask, TaskOutcome, default_threads, run_tasks, task_failure_items,
+)
+from pipeline.stage import ClipLayout, Stage, dependency_order, dependents, load_stages
+
+PACKAGES = ("numpy", "zarr", "dask", "distributed", "av", "opencv-python-headless", "mediapipe", "torch", "fsspec")
+
+
+class RefusedError(RuntimeError):
+    """The store holds results of another config; the run would mix them. Use --recompute."""
+
+
+class PlanError(RuntimeError):
+    """The request cannot be planned (missing upstream stage, no clips, ...)."""
+
+
+class Reporter:
+    """Progress hooks; the CLI shows them with rich, tests collect them."""
+
+    def planned(self, stage: str, todo_blocks: int, done_blocks: int) -> None: ...
+
+    def block_done(self, stage: str, clip: str, block: int, items: int) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class StageSummary:
+    blocks: int = 0  # blocks of the selected clips
+    already_done: int = 0  # finished before this run (skipped)
+    done: int = 0  # computed by this run
+    failed: int = 0  # left unfinished by a crashed task (after retries)
+    skipped_upstream: int = 0  # not run because an upstream task failed
+    blocked: int = 0  # not run because an upstream stage has not produced them
+    items: int = 0  # item-level failures recorded by this run
+
+
+@dataclass
+class RunSummary:
+    stages: dict[str, StageSummary] = field(default_factory=dict)
+    plan_items: list[LedgerItem] = field(default_factory=list)
+    task_errors: list[str] = field(default_factory=list)
+    clips: int = 0
+
+    @property
+    def item_failures(self) -> int:
+        return len(self.plan_items) + sum(s.items for s in self.stages.values())
+
+    def exit_code(self, strict: bool) -> int:
+        if self.task_errors or any(s.failed or s.skipped_upstream for s in self.stages.values()):
+            return 1
+        if strict and self.item_failures:
+            return 2
+        return 0
+
+
+@dataclass
+class Plan:
+    store: Store
+    stages: list[Stage]
+    fingerprints: dict[str, str]  # stage -> stage fingerprint (config, version, upstream)
+    works: dict[str, Any]  # clip key -> stage payload (the raw ClipSpec when ingesting)
+    tasks: list[SegmentTask]
+    deps: dict[str, set[str]]
+    summary: RunSummary
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        out["headforge"] = importlib.metadata.version("headforge")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def _stage_fingerprints(store: Store, stages: list[Stage]) -> dict[str, str]:
+    fps: dict[str, str] = {}
+    selected = {s.name for s in stages}
+    for stage in stages:
+        upstream = {}
+        for dep in stage.requires:
+            if dep in fps:
+                upstream[dep] = fps[dep]
+            else:
+                record = store.stage_record(dep)
+                if record is None:
+                    raise PlanError(f"stage {stage.name} needs {dep}, which has not run on this store; "
+                                    f"add it: --stages {','.join([dep, *selected])}")
+                upstream[dep] = record["fingerprint"]
+        fps[stage.name] = fingerprint({"stage": stage.name, "version": stage.version,
+                                       "config": stage.config_dict(), "upstream": upstream})
+    return fps
+
+
+def _clip_fingerprint(stage: Stage, stage_fp: str, work: Any) -> str:
+    identity = stage.clip_identity(work)
+    return stage_fp if identity is None else fingerprint([stage_fp, identity])
+
+
+def _config_diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return ", ".join(diffs) or "same config, different stage version, upstream results or raw data"
+
+
+def _segments(blocks: list[int], size: int) -> list[list[int]]:
+    """Split sorted block ids into runs of consecutive blocks of at most `size`."""
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and b == runs[-1][-1] + 1 and len(runs[-1]) < size:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return runs
+
+
+def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
+    reporter = reporter or Reporter()
+    if not cfg.store:
+        raise PlanError("no output store given (--store PATH_OR_URL)")
+    order = dependency_order(list(cfg.stages))
+    stages = [load_stages()[name](cfg.stage_config(name)) for name in order]
+    store = Store(cfg.store, cfg.storage_options, mode="a")
+    summary = RunSummary()
+    src = cfg.source
+    ingest_cfg = cfg.stage_config("ingest")
+    selection = Selection(tuple(src.include), tuple(src.exclude), ingest_cfg.frame_stride)
+
+    if "ingest" in order:
+        if not src.root:
+            raise PlanError("ingest needs the raw capture root (--root PATH)")
+        raw = read_raw(src.dataset, src.root, selection, focal=src.focal, subject=src.subject)
+        works: dict[str, Any] = {c.key: c for c in raw.clips}
+        considered = set(works) | set(raw.issues)
+        store.write_plan_ledger("ingest", {k: raw.issues.get(k, []) for k in considered})
+        summary.plan_items = [i for items in raw.issues.values() for i in items]
+        source = {"dataset": src.dataset, "root": src.root, "licence": licence_note(src.dataset)}
+        sources = list(store.attrs.get("sources", []))
+        if source not in sources:
+            store.update_attrs(sources=sources + [source])
+    else:
+        works = {k: None for k in store.clips() if selection.wants(*k.split("/"))}
+    fps = _stage_fingerprints(store, stages)
+    if not works:
+        raise PlanError("no clips to process" + (f" ({len(summary.plan_items)} problems, see `cli.py report`)"
+                                                  if summary.plan_items else ""))
+    summary.clips = len(works)
+    # every stage shares the clip's frame layout, defined by ingest (from the raw plan or the store)
+    ingest_stage = next((s for s in stages if s.name == "ingest"), None)
+    clip_layouts = {key: ingest_stage.layout(store, key, work) if ingest_stage else ClipLayout.from_group(store.clip(key))
+                    for key, work in works.items()}
+
+    # what is finished, what is stale
+    layouts: dict[tuple[str, str], ClipLayout] = {}
+    todo: dict[tuple[str, str], list[int]] = {}
+    done: dict[tuple[str, str], set[int]] = {}
+    clip_fps: dict[tuple[str, str], str] = {}
+    stale_report: list[str] = []
+    for stage in stages:
+        stats = summary.stages.setdefault(stage.name, StageSummary())
+        record = store.stage_record(stage.name)
+        for key, work in works.items():
+            layout = clip_layouts[key]
+            clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
+            markers = store.markers(stage.name, key)
+            current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
+            stale = [b for b, m in markers.items() if m.fingerprint != clip_fp]
+            if stale:
+                stale_report.append(f"{stage.name} {key}: {len(stale)} finished block(s) under another config")
+            layouts[stage.name, key] = layout
+            clip_fps[stage.name, key] = clip_fp
+            todo[stage.name, key] = [b for b in range(layout.n_blocks) if b not in current]
+            done[stage.name, key] = current
+            stats.blocks += layout.n_blocks
+            stats.already_done += len(current)
+        if stale_report and not cfg.runner.recompute:
+            old = (record or {}).get("config", {})
+            raise RefusedError(
+                f"the store holds results of stage {stage.name} made with another config or from other raw data "
+                f"({_config_diff(old, stage.config_dict())}):\n  " + "\n  ".join(stale_report[:10])
+                + ("\n  ..." if len(stale_report) > 10 else "")
+                + "\nRerun with --recompute to redo them, or write to a new store."
+            )
+
+    # driver-side preparation: arrays, meta groups, downstream invalidation, stage records
+    for stage in stages:
+        for key, work in works.items():
+            if not todo[stage.name, key]:
+                continue
+            stage.prepare(store, layouts[stage.name, key], work)
+            store.prepare_meta(stage.name, key)
+            for downstream in dependents(stage.name):
+                for b in store.markers(downstream, key):
+                    if b in todo[stage.name, key]:
+                        store.clear_marker(downstream, key, b)
+        store.set_stage_record(stage.name, {"version": stage.version, "config": stage.config_dict(),
+                                            "fingerprint": fps[stage.name], "updated": now_iso()})
+    store.update_attrs(software=package_versions())
+
+    state = {"works": works, "layouts": layouts, "todo": todo, "done": done, "clip_fps": clip_fps, "fps": fps}
+    tasks, deps = _build_tasks(cfg, state, stages, summary, order, store)
+    for stage in stages:
+        s = summary.stages[stage.name]
+        reporter.planned(stage.name, sum(len(t.blocks) for t in tasks if t.stage == stage.name), s.already_done)
+    return Plan(store, stages, fps, works, tasks, deps, summary)
+
+
+def _finished_upstream(store: Store, dep: str, key: str, order: list[str], done: dict) -> set[int]:
+    """Blocks of an upstream stage that are finished under its current config."""
+    if dep in order:
+        return done.get((dep, key), set())
+    record = store.stage_record(dep) or {}
+    return {b for b, m in store.markers(dep, key).items() if m.stage_fingerprint == record.get("fingerprint")}
+
+
+def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], summary: RunSummary,
+                 order: list[str], store: Store) -> tuple[list[SegmentTask], dict[str, set[str]]]:
+    works, layouts, todo, done, clip_fps, fps = (plan_state[k] for k in
+                                                 ("works", "layouts", "todo", "done", "clip_fps", "fps"))
+    workers = max(1, cfg.runner.workers)
+    threads = cfg.runner.threads or (1 if cfg.runner.scheduler else default_threads(cfg.runner.workers))
+    tasks: list[SegmentTask] = []
+    deps: dict[str, set[str]] = {}
+    owner: dict[tuple[str, str, int], str] = {}  # (stage, clip, block) -> id of the task computing it
+    for stage in stages:
+        stats = summary.stages[stage.name]
+        pending = [(k, todo[stage.name, k]) for k in works if todo.get((stage.name, k))]
+        n_blocks = sum(len(b) for _, b in pending)
+        if cfg.runner.segment_blocks > 0:
+            size = cfg.runner.segment_blocks
+        elif stage.sequential:
+            # long runs keep decoders sequential; clips are split only to give every worker two tasks
+            size = max(1, math.ceil(n_blocks / (2 * workers)))
+        else:
+            size = 1
+        for key, blocks in pending:
+            runnable: dict[int, set[str]] = {}
+            finished = {dep: _finished_upstream(store, dep, key, order, done) for dep in stage.requires}
+            for b in blocks:
+                ups = {owner[dep, key, b] for dep in stage.requires if (dep, key, b) in owner}
+                if all((dep, key, b) in owner or b in finished[dep] for dep in stage.requires):
+                    runnable[b] = ups
+                else:
+                    stats.blocked += 1
+            for seg in _segments(sorted(runnable), size):
+                tid = f"{stage.name}:{key}:{seg[0]}-{seg[-1]}"
+                tasks.append(SegmentTask(
+                    tid, store.url, store.storage_options, stage.name, stage.config_dict(), clip_fps[stage.name, key],
+                    fps[stage.name], layouts[stage.name, key], tuple(seg),
+                    works[key] if stage.name == "ingest" else None, threads))
+                deps[tid] = set().union(*(runnable[b] for b in seg))
+                for b in seg:
+                    owner[stage.name, key, b] = tid
+    return tasks, deps
+
+
+def execute_plan(plan: Plan, cfg: PreprocessConfig, reporter: Reporter | None = None) -> RunSummary:
+    reporter = reporter or Reporter()
+    summary = plan.summary
+    if not plan.tasks:
+        return summary
+
+    def report(msg: dict) -> None:
+        reporter.block_done(msg["stage"], msg["clip"], msg["block"], msg["items"])
+
+    def on_outcome(outcome: TaskOutcome) -> None:
+        task = outcome.task
+        stats = summary.stages[task.stage]
+        if outcome.result is not None:
+            stats.done += len(outcome.result.done)
+            stats.already_done += len(outcome.result.skipped)
+            stats.items += outcome.result.items
+        elif outcome.upstream_failed:
+            stats.skipped_upstream += len(task.blocks)
+        else:
+            finished = {b for b, m in plan.store.markers(task.stage, task.layout.key).items()
+                        if m.fingerprint == task.fingerprint}
+            entries = task_failure_items(task, outcome.error or "", finished)
+            for block, item in entries:
+                plan.store.write_block_ledger(task.stage, task.layout.key, block, [item])
+            stats.done += len(set(task.blocks) & finished)
+            stats.failed += len(entries)
+            summary.task_errors.append(f"{task.task_id}: {outcome.error}")
+            reporter.note(f"task {task.task_id} failed: {(outcome.error or '').strip().splitlines()[-1:]}")
+
+    runner = cfg.runner
+    if runner.workers == 0 and not runner.scheduler:
+        executor = InlineExecutor(runner.retries, report)
+    else:
+        executor = DaskExecutor(runner.workers, runner.scheduler, runner.retries, report)
+    try:
+        run_tasks(plan.tasks, plan.deps, executor, on_outcome)
+    finally:
+        executor.close()
+    _record_run(plan, cfg)
+    return summary
+
+
+def _record_run(plan: Plan, cfg: PreprocessConfig) -> None:
+    runs = list(plan.store.attrs.get("runs", []))[-49:]
+    runs.append({"finished": now_iso(), "stages": list(cfg.stages),
+                 "summary": {k: asdict(v) for k, v in plan.summary.stages.items()}})
+    plan.store.update_attrs(runs=runs)
+
+
+def preprocess(cfg: PreprocessConfig, reporter: Reporter | None = None) -> RunSummary:
+    """Plan and run; the whole `cli.py preprocess` in one call."""
+    plan = plan_run(cfg, reporter)
+    return execute_plan(plan, cfg, reporter)
+
+
+ProgressCallback = Callable[[str, str, int, int], None]

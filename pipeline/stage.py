@@ -1,0 +1,163 @@
+"""What a stage is: a function over the frame blocks of one clip that reads named arrays and yields
+named arrays. The runner owns every write: it clears a block, writes what the stage yields, then the
+block's ledger entry and completion marker.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import zarr
+
+from datasets.store import LedgerItem, Store
+
+
+@dataclass(frozen=True)
+class ClipLayout:
+    """The frame axis of a clip as every stage sees it."""
+
+    key: str  # 'subject/sequence'
+    n_frames: int  # T: frames in the store (after the stride)
+    block_frames: int  # frames per block (the unit of work and of sharding)
+    views: tuple[str, ...]  # camera serials, in array order
+    frame_ids: tuple[int, ...] = ()  # original frame id of each stored frame
+
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n_frames / self.block_frames)
+
+    def frames(self, block: int) -> tuple[int, int]:
+        """[t0, t1) store frames of a block."""
+        t0 = block * self.block_frames
+        return t0, min(t0 + self.block_frames, self.n_frames)
+
+    def blocks_of(self, t0: int, t1: int) -> range:
+        return range(t0 // self.block_frames, math.ceil(t1 / self.block_frames))
+
+    @staticmethod
+    def from_group(group: zarr.Group) -> "ClipLayout":
+        a = group.attrs
+        return ClipLayout(a["clip"], int(a["n_frames"]), int(a["block_frames"]), tuple(a["views"]),
+                          tuple(a.get("frame_ids", ())))
+
+
+@dataclass
+class BlockOutput:
+    """What a stage computed for one block."""
+
+    block: int
+    frames: dict[str, np.ndarray]  # frame arrays: the values of frames [t0, t1) of the block
+    items: list[LedgerItem] = field(default_factory=list)  # item-level failures
+    whole: dict[str, np.ndarray] = field(default_factory=dict)  # small per-clip arrays, written in full
+
+
+@dataclass
+class SegmentContext:
+    """Worker-side view of one task: a run of blocks of one clip."""
+
+    store: Store
+    layout: ClipLayout
+    blocks: list[int]
+    work: Any = None  # stage-specific payload from planning (ingest: the raw ClipSpec)
+    threads: int = 1  # CPU threads this task may use
+
+    @property
+    def group(self) -> zarr.Group:
+        return self.store.clip(self.layout.key)
+
+
+class Stage(ABC):
+    """Subclasses set the class variables and implement `prepare` (driver) and `run` (worker)."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]  # the stage's config dataclass
+    version: ClassVar[str] = "1"  # bump when the output for the same config changes
+    requires: ClassVar[tuple[str, ...]] = ()  # stages whose products this one reads
+    products: ClassVar[tuple[str, ...]] = ()  # frame arrays this stage owns (cleared before a redo)
+    sequential: ClassVar[bool] = False  # prefers long runs of blocks per task (decoders, trackers)
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def clip_identity(self, work: Any) -> Any:
+        """Data that, when it changes, makes a clip's finished blocks stale (besides the config)."""
+        return None
+
+    @abstractmethod
+    def prepare(self, store: Store, layout: ClipLayout, work: Any) -> None:
+        """Driver side, before the clip's tasks: create this stage's arrays of the clip, replacing those
+        whose shape or encoding no longer match the config (the blocks to redo are cleared anyway)."""
+
+    @abstractmethod
+    def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
+        """Worker side: yield one BlockOutput per block of ctx.blocks, in order."""
+
+    def layout(self, store: Store, key: str, work: Any) -> ClipLayout:
+        """The clip layout; stages after ingest read it from the store."""
+        return ClipLayout.from_group(store.clip(key))
+
+
+REGISTRY: dict[str, type[Stage]] = {}
+STAGE_MODULES = ("pipeline.ingest",)  # importing a module registers its stage
+
+
+def load_stages() -> dict[str, type[Stage]]:
+    """Import every stage module (worker processes start with an empty registry)."""
+    import importlib
+
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+    return REGISTRY
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def dependency_order(names: list[str]) -> list[str]:
+    """The selected stages sorted so every stage comes after the stages it requires."""
+    load_stages()
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"stage dependency cycle through {name}")
+        visiting.add(name)
+        for dep in REGISTRY[name].requires:
+            if dep in names:
+                visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for n in names:
+        visit(n)
+    return order
+
+
+def dependents(name: str) -> list[str]:
+    """Every registered stage that reads, directly or not, the products of `name`."""
+    load_stages()
+    out: list[str] = []
+    frontier = [name]
+    while frontier:
+        current = frontier.pop()
+        for other, cls in REGISTRY.items():
+            if current in cls.requires and other not in out:
+                out.append(other)
+                frontier.append(other)
+    return out

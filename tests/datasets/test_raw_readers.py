@@ -1,0 +1,100 @@
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets.cameras import rescale_intrinsics
+from datasets.capture.writer import NersembleV1Writer, VideoWriter, write_calibration, write_image
+from datasets.raw import Selection, read_raw
+from datasets.raw.monocular import vfhq_names
+from datasets.raw.sources import FrameError, ImageSequence, VideoSource, iter_frames
+from tests.helpers import decode_all, tiny_rig
+
+
+def test_v2_reader_lists_clips_views_frames_and_plates(small_capture):
+    root, _ = small_capture
+    plan = read_raw("nersemble-v2", root, Selection(stride=3))
+    assert not plan.issues
+    assert [c.key for c in plan.clips] == ["001/EXP-1-markers", "001/EXP-2-markers"]
+    clip = plan.clips[0]
+    assert clip.frame_ids == (0, 3, 6) and clip.fps == pytest.approx(73.0)
+    assert len(clip.views) == 16 and all(v.background for v in clip.views)
+    assert (clip.views[0].width, clip.views[0].height) == (112, 160)
+    only = read_raw("nersemble", root, Selection(include=("*EXP-2*",)))
+    assert [c.key for c in only.clips] == ["001/EXP-2-markers"]
+    skip = read_raw("nersemble", root, Selection(exclude=("001/EXP-2-markers",)))
+    assert [c.key for c in skip.clips] == ["001/EXP-1-markers"]
+
+
+def test_decoding_from_the_middle_gives_the_same_frames(tmp_path):
+    frames = [np.full((48, 64, 3), 8 * t, np.uint8) for t in range(30)]
+    for f, t in zip(frames, range(30)):
+        cv2.putText(f, str(t), (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 2)
+    path = str(tmp_path / "v.mp4")
+    with VideoWriter(path, 64, 48, fps=30, gop=8) as w:
+        for f in frames:
+            w.write(f)
+    reference = decode_all(path)
+    wanted = [13, 14, 20, 29]
+    got = list(iter_frames(VideoSource(path), wanted))
+    assert [fid for fid, _ in got] == wanted
+    for fid, img in got:
+        np.testing.assert_array_equal(img, reference[fid])
+    tail = list(iter_frames(VideoSource(path), [28, 29, 30, 31]))
+    assert [type(i) is FrameError for _, i in tail] == [False, False, True, True]
+    assert "ended after 30 frames" in tail[-1][1]
+
+
+def test_v1_half_resolution_images_get_scaled_intrinsics(tmp_path):
+    rig = tiny_rig(64, 96)[:2]
+    root = str(tmp_path / "v1")
+    writer = NersembleV1Writer(root, images_dir="images-2x", ext="png")
+    writer.calibration("007", rig[0].K, {c.serial: c.world_to_cam for c in rig})
+    for t in (0, 3, 6, 9):
+        for c in rig:
+            writer.frame("007", "EXP-1", t, c.serial, np.zeros((48, 32, 3), np.uint8))
+    plan = read_raw("nersemble-v1", root, Selection(stride=2))
+    clip = plan.clips[0]
+    assert clip.dataset == "nersemble-v1" and clip.frame_ids == (0, 6)
+    np.testing.assert_allclose(clip.views[0].K_array, rescale_intrinsics(rig[0].K, 2))
+    assert (clip.views[0].width, clip.views[0].height) == (32, 48)
+
+
+def test_monocular_readers(tmp_path):
+    assert vfhq_names("Clip+-Ab_c9+P0+C2+F120-311") == ("-Ab_c9_P0", "C2_F120-311")
+    vfhq = tmp_path / "vfhq"
+    for clip in ("Clip+abc+P0+C0+F1-9", "Clip+abc+P1+C0+F1-9"):
+        for i in range(5):
+            write_image(str(vfhq / clip / f"{i:08d}.png"), np.zeros((40, 30, 3), np.uint8))
+    plan = read_raw("vfhq", str(vfhq), Selection(stride=2), focal=2.0)
+    assert [c.key for c in plan.clips] == ["abc_P0/C0_F1-9", "abc_P1/C0_F1-9"]
+    view = plan.clips[0].views[0]
+    assert plan.clips[0].frame_ids == (0, 2, 4)
+    np.testing.assert_allclose(view.K_array, [[80, 0, 14.5], [0, 80, 19.5], [0, 0, 1]])
+    video = str(tmp_path / "my clip.mp4")
+    with VideoWriter(video, 32, 32, fps=25) as w:
+        for _ in range(4):
+            w.write(np.zeros((32, 32, 3), np.uint8))
+    plan = read_raw("video", video, Selection())
+    assert [c.key for c in plan.clips] == ["my_clip/video"]
+    refused = read_raw("video", video, Selection(), subject="../x")
+    assert not refused.clips and "refused subject '../x'" in refused.issues["../x/video"][0].reason
+    plan = read_raw("images", str(vfhq / "Clip+abc+P0+C0+F1-9"), Selection(), subject="me")
+    assert [c.key for c in plan.clips] == ["me/images"] and isinstance(plan.clips[0].views[0].source, ImageSequence)
+
+
+def test_v2_calibration_with_per_camera_intrinsics(tmp_path):
+    rig = tiny_rig(32, 48)[:2]
+    root = tmp_path / "raw"
+    K = {}
+    for i, c in enumerate(rig):
+        K[c.serial] = c.K.copy()
+        K[c.serial][:2] *= 1 + i  # a different focal length and principal point per camera
+    write_calibration(str(root / "001/calibration/camera_params.json"), K, {c.serial: c.world_to_cam for c in rig})
+    for c in rig:
+        with VideoWriter(str(root / f"001/sequences/S/images/cam_{c.serial}.mp4"), 32, 48) as w:
+            w.write(np.zeros((48, 32, 3), np.uint8))
+    plan = read_raw("nersemble", str(root), Selection())
+    np.testing.assert_allclose(plan.clips[0].views[1].K_array, K[rig[1].serial])
+    assert os.path.basename(plan.clips[0].views[0].source.url) == f"cam_{rig[0].serial}.mp4"
