@@ -39,6 +39,7 @@ preprocess: install
 
 bench: install
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_mesh_render.py
 
 clean:
 	rm -rf $(DEMO_STORE) $(DEMO_RAW)

@@ -166,29 +166,40 @@ def report(
 
     python cli.py synth-data data/demo
 
-    python cli.py synth-data /tmp/markers --participants 1 --frames 8 --width 280 --height 400
+    python cli.py synth-data /tmp/small --participants 1 --sequences 1 --frames 8
+
+    python cli.py synth-data /tmp/markers --kind markers
 """)
 def synth_data(
     out: Path = typer.Argument(..., help="Folder to write the capture into (NeRSemble v2 layout)."),
+    kind: str = typer.Option("heads", help="heads: textured heads with expressions and ground truth; "
+                                           "markers: coloured markers drawn exactly at their projections."),
     participants: int = typer.Option(2, help="Participants (identities)."),
     sequences: int = typer.Option(2, help="Sequences per participant."),
     frames: int = typer.Option(24, help="Frames per sequence."),
     width: int = typer.Option(560, help="Frame width (portrait frames: width < height)."),
     height: int = typer.Option(800, help="Frame height."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
 ) -> None:
-    """Write a synthetic 16-camera capture in the NeRSemble v2 layout (no download needed).
+    """Write a synthetic 16-camera capture in the NeRSemble v2 layout, with ground truth beside it."""
+    from rich.progress import Progress
 
-    The capture shows coloured markers on a moving head-sized surface, drawn exactly at their
-    projections: a check of camera handling end to end."""
     from datasets.capture.markers import write_marker_capture
     from datasets.capture.output import atomic_folder
+    from datasets.synthetic import SynthConfig, write_synthetic_capture
 
+    if kind not in ("heads", "markers"):
+        _fail(f"--kind must be heads or markers, got {kind!r}")
     try:
-        with atomic_folder(str(out), overwrite) as tmp:
-            with console.status(f"writing {participants * sequences} sequence(s) x {frames} frames x 16 cameras"):
+        with atomic_folder(str(out), overwrite) as tmp, Progress(console=console) as bar:
+            task = bar.add_task("rendering frames (16 views each)", total=participants * sequences * frames)
+            if kind == "heads":
+                cfg = SynthConfig(participants, sequences, frames, width, height, seed)
+                write_synthetic_capture(tmp, cfg, progress=lambda done, total: bar.update(task, completed=done))
+            else:
                 write_marker_capture(tmp, participants, sequences, frames, width, height, seed=seed)
+                bar.update(task, completed=participants * sequences * frames)
     except FileExistsError as e:
         _fail(str(e))
     console.print(f"wrote {out}")

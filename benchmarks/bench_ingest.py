@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.capture.markers import write_marker_capture  # noqa: E402
 from datasets.capture.writer import write_image  # noqa: E402
 from datasets.store import Store  # noqa: E402
+from datasets.synthetic import SynthConfig, write_synthetic_capture  # noqa: E402
 from pipeline.config import PreprocessConfig  # noqa: E402
 from pipeline.runner import execute_plan, plan_run  # noqa: E402
 
@@ -72,8 +72,8 @@ def main() -> None:
     raw = os.path.join(work, "raw")
     if not os.path.isdir(raw):
         t0 = time.perf_counter()
-        write_marker_capture(raw, participants=1, sequences=args.sequences, n_frames=args.frames, width=560, height=800)
-        print(f"generated capture: {args.sequences} sequences x {args.frames} frames x 16 cameras, 560x800 "
+        write_synthetic_capture(raw, SynthConfig(participants=1, sequences=args.sequences, frames=args.frames))
+        print(f"generated synthetic head capture: {args.sequences} sequences x {args.frames} frames x 16 cameras, 560x800 "
               f"({time.perf_counter() - t0:.1f} s)")
     results = {}
     for workers in (0, 1, 2):

@@ -31,14 +31,32 @@ _EPS_AREA = 1e-12
 
 @dataclass
 class Rasterized:
+    """Visibility per pixel; the covered pixels' barycentrics and depth are kept sparse (M pixels)."""
+
     face_id: Tensor  # [C, H, W] int64, -1 where no triangle covers the pixel centre
-    bary: Tensor  # [C, H, W, 3] perspective-correct barycentrics of the visible triangle (differentiable)
-    depth: Tensor  # [C, H, W] camera-space z of the visible surface, +inf on background (differentiable)
+    pixels: Tensor  # [M] flat indices (c * H * W + y * W + x) of the covered pixels
+    bary_covered: Tensor  # [M, 3] perspective-correct barycentrics of the visible triangle (differentiable)
+    depth_covered: Tensor  # [M] camera-space z of the visible surface (differentiable)
 
     @property
     def mask(self) -> Tensor:
         """[C, H, W] bool: a triangle covers the pixel centre."""
         return self.face_id >= 0
+
+    def _dense(self, values: Tensor, fill: float) -> Tensor:
+        C, H, W = self.face_id.shape
+        out = torch.full((C * H * W,) + values.shape[1:], fill, dtype=values.dtype, device=values.device)
+        return out.index_put((self.pixels,), values).view(C, H, W, *values.shape[1:])
+
+    @property
+    def bary(self) -> Tensor:
+        """[C, H, W, 3] barycentrics, zero on background."""
+        return self._dense(self.bary_covered, 0.0)
+
+    @property
+    def depth(self) -> Tensor:
+        """[C, H, W] depth, +inf on background."""
+        return self._dense(self.depth_covered, float("inf"))
 
 
 def _to_camera(verts: Tensor, world_to_cam: Tensor) -> Tensor:
@@ -91,28 +109,68 @@ def _bboxes(xy: Tensor, z: Tensor, faces: Tensor, H: int, W: int, pad: float, ne
     return cam, face, x0, y0, x1 - x0 + 1, y1 - y0 + 1
 
 
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """For runs of the given lengths: (owner run of each element, index within its run)."""
+    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    start = torch.cumsum(counts, 0) - counts
+    return owner, torch.arange(owner.numel(), device=counts.device) - start[owner]
+
+
+def _row_spans(tri: Tensor, y: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel columns [first, last] where row y crosses the triangle (tri [R, 3, 2]), within [x0, x1].
+    Slightly conservative: the barycentric test that follows decides pixels on the edges."""
+    ya, yb = tri[..., 1], tri[:, [1, 2, 0], 1]
+    xa, xb = tri[..., 0], tri[:, [1, 2, 0], 0]
+    yy = y[:, None].to(tri.dtype)
+    crosses = ((ya - yy) * (yb - yy) <= 0) & (ya != yb)
+    t = (yy - ya) / torch.where(ya != yb, yb - ya, torch.ones_like(ya))
+    x = xa + t * (xb - xa)
+    flat = (ya == yb) & (ya == yy)  # a horizontal edge lying on the row: both its ends
+    lo = torch.where(crosses, x, torch.where(flat, torch.minimum(xa, xb), torch.full_like(x, float("inf"))))
+    hi = torch.where(crosses, x, torch.where(flat, torch.maximum(xa, xb), torch.full_like(x, -float("inf"))))
+    first = torch.ceil(lo.amin(-1) - 1e-4).clamp(min=-1).long().clamp(min=0)
+    last = torch.floor(hi.amax(-1) + 1e-4).clamp(max=1 << 30).long()
+    return torch.maximum(first, x0), torch.minimum(last, x1)
+
+
 def _fragments(xy: Tensor, z: Tensor, faces: Tensor, H: int, W: int, pad: float, near: float,
                max_fragments: int, keep: Tensor | None = None, region: Tensor | None = None
                ) -> Iterator[_Fragments]:
-    """Candidate (pixel, triangle) pairs in chunks of at most max_fragments (one box per chunk at least).
+    """Candidate (pixel, triangle) pairs in chunks of at most max_fragments (one triangle per chunk at
+    least). Without padding, each triangle yields the pixels of its scanline spans; with padding (soft
+    silhouettes), its padded bounding box.
 
     Integer bookkeeping only (no autograd); the caller's grad mode stays as it is across the yields."""
-    cam, face, x0, y0, w, h = _bboxes(xy.detach(), z.detach(), faces, H, W, pad, near, keep, region)
-    counts = w * h
-    if counts.numel() == 0:
+    xy, z = xy.detach(), z.detach()
+    cam, face, x0, y0, w, h = _bboxes(xy, z, faces, H, W, pad, near, keep, region)
+    if cam.numel() == 0:
         return
+    if pad == 0:
+        row_owner, row_index = _expand(h)
+        tri = xy.view(-1, 2).index_select(0, ((cam * xy.shape[1])[:, None] + faces[face]).view(-1)).view(-1, 3, 2)
+        rows_y = y0[row_owner] + row_index
+        first, last = _row_spans(tri[row_owner], rows_y, x0[row_owner], x0[row_owner] + w[row_owner] - 1)
+        row_len = (last - first + 1).clamp(min=0)
+        counts = torch.zeros_like(w).index_add_(0, row_owner, row_len)
+        row_start = torch.cumsum(h, 0) - h  # first row of each triangle
+    else:
+        counts = w * h
     ends = torch.cumsum(counts, 0)
     start = 0
     while start < counts.numel():
         base = int(ends[start - 1]) if start > 0 else 0
         stop = max(int(torch.searchsorted(ends, base + max_fragments, right=True)), start + 1)
-        sl = slice(start, stop)
-        n = counts[sl]
-        owner = torch.repeat_interleave(torch.arange(stop - start, device=n.device), n)
-        offset = torch.cumsum(n, 0) - n
-        local = torch.arange(int(n.sum()), device=n.device) - offset[owner]
-        ww = w[sl][owner]
-        yield _Fragments(cam[sl][owner], face[sl][owner], x0[sl][owner] + local % ww, y0[sl][owner] + local // ww)
+        if pad == 0:
+            rows = slice(int(row_start[start]), int(row_start[stop - 1] + h[stop - 1]))
+            owner, local = _expand(row_len[rows])
+            row = rows.start + owner
+            yield _Fragments(cam[row_owner[row]], face[row_owner[row]], first[row] + local, rows_y[row])
+        else:
+            sl = slice(start, stop)
+            owner, local = _expand(counts[sl])
+            ww = w[sl][owner]
+            yield _Fragments(cam[sl][owner], face[sl][owner], x0[sl][owner] + local % ww,
+                             y0[sl][owner] + local // ww)
         start = stop
 
 
@@ -195,22 +253,28 @@ def _visible_faces_torch(xy: Tensor, z: Tensor, faces: Tensor, H: int, W: int, n
         zbuf = torch.full((C * H * W,), float("inf"), dtype=xy.dtype, device=xy.device)
         fbuf = torch.full((C * H * W,), -1, dtype=torch.long, device=xy.device)
         for frag in _fragments(xy_d, z_d, faces, H, W, 0.0, near, max_fragments, keep):
-            k = coef[frag.cam, frag.face]  # [M, 3, 3]
+            k = coef.view(-1, 3, 3).index_select(0, frag.cam * coef.shape[1] + frag.face)  # [M, 3, 3]
             vals = k[..., 0] * frag.px[:, None] + k[..., 1] * frag.py[:, None] + k[..., 2]  # [M, 3]
             inside = (vals[:, 0] >= -1e-7) & (vals[:, 1] >= -1e-7) & (vals[:, 0] + vals[:, 1] <= 1 + 1e-7)
             if not inside.any():
                 continue
             depth = 1.0 / vals[inside, 2]
             face = frag.face[inside]
-            pix = (frag.cam[inside] * H + frag.py[inside]) * W + frag.px[inside]
-            chunk_min = torch.full_like(zbuf, float("inf")).scatter_reduce(0, pix, depth, "amin")
-            wins = depth == chunk_min[pix]
-            chunk_face = torch.full_like(fbuf, torch.iinfo(torch.long).max).scatter_reduce(
-                0, pix[wins], face[wins], "amin")
-            better = chunk_min < zbuf
-            zbuf = torch.where(better, chunk_min, zbuf)
-            fbuf = torch.where(better, chunk_face, fbuf)
+            # fragments come in camera order: work on the pixel range of this chunk's cameras only
+            lo, hi = int(frag.cam[0]) * H * W, (int(frag.cam[-1]) + 1) * H * W
+            pix = (frag.cam[inside] * H + frag.py[inside]) * W + frag.px[inside] - lo
+            _merge_nearest(zbuf[lo:hi], fbuf[lo:hi], pix, depth, face)
     return fbuf.view(C, H, W)
+
+
+def _merge_nearest(zbuf: Tensor, fbuf: Tensor, pix: Tensor, depth: Tensor, ident: Tensor) -> None:
+    """In place: where a fragment is nearer than the buffer, take its depth and id (ties: lowest id)."""
+    chunk_min = torch.full_like(zbuf, float("inf")).scatter_reduce(0, pix, depth, "amin")
+    wins = depth == chunk_min[pix]
+    chunk_id = torch.full_like(fbuf, torch.iinfo(torch.long).max).scatter_reduce(0, pix[wins], ident[wins], "amin")
+    better = chunk_min < zbuf
+    zbuf.copy_(torch.where(better, chunk_min, zbuf))
+    fbuf.copy_(torch.where(better, chunk_id, fbuf))
 
 
 def _resolve(xy: Tensor, z: Tensor, faces: Tensor, face_id: Tensor, C: int, H: int, W: int) -> Rasterized:
@@ -220,28 +284,28 @@ def _resolve(xy: Tensor, z: Tensor, faces: Tensor, face_id: Tensor, C: int, H: i
     cam = covered // (H * W)
     rem = covered % (H * W)
     py, px = (rem // W).to(xy.dtype), (rem % W).to(xy.dtype)
-    vid = faces[flat[covered]]
-    bary2d, _ = _screen_barycentrics(xy[cam[:, None], vid], px, py)
-    bary, depth = _perspective(bary2d, z[cam[:, None], vid])
-    bary_img = torch.zeros(C * H * W, 3, dtype=xy.dtype, device=xy.device).index_put((covered,), bary)
-    depth_img = torch.full((C * H * W,), float("inf"), dtype=xy.dtype, device=xy.device).index_put((covered,), depth)
-    return Rasterized(face_id, bary_img.view(C, H, W, 3), depth_img.view(C, H, W))
+    vid = faces.index_select(0, flat.index_select(0, covered))  # [M, 3]
+    flat_vid = (vid + (cam * xy.shape[1])[:, None]).reshape(-1)
+    tri = xy.reshape(-1, 2).index_select(0, flat_vid).view(-1, 3, 2)
+    bary2d, _ = _screen_barycentrics(tri, px, py)
+    bary, depth = _perspective(bary2d, z.reshape(-1).index_select(0, flat_vid).view(-1, 3))
+    return Rasterized(face_id, covered, bary, depth)
+
+
+def interpolate_covered(attrs: Tensor, faces: Tensor, rast: Rasterized) -> Tensor:
+    """attrs: [N, D] (shared) or [C, N, D] per-vertex attributes -> [M, D] at the covered pixels."""
+    C, H, W = rast.face_id.shape
+    vid = faces.long().index_select(0, rast.face_id.view(-1).index_select(0, rast.pixels))  # [M, 3]
+    if attrs.dim() == 3:  # per-camera attributes: index the flattened [C * N, D] table
+        vid = vid + (rast.pixels // (H * W) * attrs.shape[1])[:, None]
+        attrs = attrs.reshape(-1, attrs.shape[-1])
+    vals = attrs.index_select(0, vid.reshape(-1)).view(*vid.shape, -1)  # [M, 3, D]
+    return torch.einsum("mk,mkd->md", rast.bary_covered, vals)
 
 
 def interpolate(attrs: Tensor, faces: Tensor, rast: Rasterized) -> Tensor:
     """attrs: [N, D] (shared) or [C, N, D] per-vertex attributes -> [C, H, W, D]; zero where uncovered."""
-    C, H, W = rast.face_id.shape
-    if attrs.dim() == 2:
-        attrs = attrs.unsqueeze(0).expand(C, -1, -1)
-    flat = rast.face_id.view(-1)
-    covered = (flat >= 0).nonzero(as_tuple=True)[0]
-    cam = covered // (H * W)
-    vid = faces.long()[flat[covered]]  # [M, 3]
-    vals = attrs[cam[:, None], vid]  # [M, 3, D]
-    bary = rast.bary.view(-1, 3)[covered]
-    out = (bary.unsqueeze(-1) * vals).sum(1)
-    img = torch.zeros(C * H * W, attrs.shape[-1], dtype=out.dtype, device=out.device).index_put((covered,), out)
-    return img.view(C, H, W, -1)
+    return rast._dense(interpolate_covered(attrs, faces, rast), 0.0)
 
 
 def _segment_distance(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -304,14 +368,7 @@ def soft_silhouette(verts: Tensor, faces: Tensor, K: Tensor, world_to_cam: Tenso
             cam, edge, px, py = frag.cam[sel], frag.face[sel], frag.px[sel], frag.py[sel]
             p = torch.stack([px, py], -1).to(xy.dtype)
             dist = _segment_distance(p, xy[cam, edges[edge, 0]].detach(), xy[cam, edges[edge, 1]].detach())
-            pix = (cam * H + py) * W + px
-            chunk = torch.full_like(best, float("inf")).scatter_reduce(0, pix, dist, "amin")
-            wins = dist == chunk[pix]
-            chunk_edge = torch.full_like(best_edge, torch.iinfo(torch.long).max).scatter_reduce(
-                0, pix[wins], edge[wins], "amin")
-            better = chunk < best
-            best = torch.where(better, chunk, best)
-            best_edge = torch.where(better, chunk_edge, best_edge)
+            _merge_nearest(best, best_edge, (cam * H + py) * W + px, dist, edge)
     soft = hard.to(xy.dtype).reshape(-1)
     found = (best_edge >= 0).nonzero(as_tuple=True)[0]
     cam = found // (H * W)

@@ -1,0 +1,1 @@
+"""Synthetic multi-view head captures built from real portraits (see datasets/synthetic.py)."""
