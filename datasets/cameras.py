@@ -40,30 +40,28 @@ class SquareCrop:
         return SquareCrop(x0, y0, size)
 
 
+def scale_intrinsics(K: np.ndarray, s: float) -> np.ndarray:
+    """Intrinsics of the image resized by s (pixel centres aligned, as OpenCV's resize does)."""
+    K = np.asarray(K, dtype=np.float64).copy()
+    K[0, 0] *= s
+    K[1, 1] *= s
+    K[0, 1] *= s
+    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
+    return K
+
+
 def crop_resize_intrinsics(K: np.ndarray, crop: SquareCrop, out_size: int) -> np.ndarray:
     """K: [3, 3] of the source image -> [3, 3] of the crop resized to out_size x out_size."""
     K = np.asarray(K, dtype=np.float64).copy()
     K[0, 2] -= crop.x0
     K[1, 2] -= crop.y0
-    s = out_size / crop.size
-    K[0, 0] *= s
-    K[1, 1] *= s
-    K[0, 1] *= s
-    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
-    return K
+    return scale_intrinsics(K, out_size / crop.size)
 
 
 def rescale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:
     """Intrinsics of an image downscaled by `factor` (e.g. NeRSemble's images-2x: factor 2)."""
-    K = np.asarray(K, dtype=np.float64).copy()
-    s = 1.0 / factor
-    K[0, 0] *= s
-    K[1, 1] *= s
-    K[0, 1] *= s
-    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
-    return K
+    return scale_intrinsics(K, 1.0 / factor)
 
 
 def crop_resize_image(image: np.ndarray, crop: SquareCrop, out_size: int) -> np.ndarray:

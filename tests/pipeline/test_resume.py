@@ -1,4 +1,4 @@
-"""A run killed with SIGKILL mid-way resumes: the rerun redoes only the unfinished blocks, and the
+"""A run killed with SIGKILL (or stopped with Ctrl-C) mid-way resumes: the rerun redoes only the unfinished blocks, and the
 store ends equal to an uninterrupted run's."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from datasets.store import Store
 from pipeline.runner import preprocess
@@ -32,37 +33,48 @@ def _markers(store_path: str) -> dict[str, str]:
     return out
 
 
-def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    raw = str(tmp_path / "raw capture")  # a path with a space, on purpose
+@pytest.fixture(scope="module")
+def capture_and_reference(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    raw = str(base / "raw capture")  # a path with a space, on purpose
     marker_capture(raw, participants=1, sequences=2, n_frames=32, width=224, height=320)
-    options = dict(resolution=256, block_frames=2)
-    reference = ingest_config(str(tmp_path / "reference.zarr"), raw, **options)
+    reference = ingest_config(str(base / "reference.zarr"), raw, **OPTIONS)
     preprocess(reference)
+    return raw, reference.store
 
+
+OPTIONS = dict(resolution=256, block_frames=2)
+TOTAL_BLOCKS = 32
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_interrupted_run_then_rerun_equals_an_uninterrupted_run(tmp_path, capture_and_reference, sig):
+    raw, reference = capture_and_reference
     killed = str(tmp_path / "killed.zarr")
     cmd = [sys.executable, "cli.py", "preprocess", "nersemble", "--root", raw, "--store", killed, "--workers", "1",
            "--resolution", "256", "--block-frames", "2"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while len(_markers(killed)) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "rerun the same command to resume" in err
     after_kill = _markers(killed)
-    total = 32
-    assert 4 <= len(after_kill) < total, f"kill did not land mid-run ({len(after_kill)} blocks finished)"
+    assert 4 <= len(after_kill) < TOTAL_BLOCKS, f"the signal did not land mid-run ({len(after_kill)} blocks finished)"
     time.sleep(1.0)  # the worker process must have died with its parent: nothing more gets written
     assert _markers(killed) == after_kill
 
-    rerun = ingest_config(killed, raw, **options)
+    rerun = ingest_config(killed, raw, **OPTIONS)
     summary = preprocess(rerun).stages["ingest"]
     assert summary.already_done == len(after_kill)
-    assert summary.done == total - len(after_kill)
+    assert summary.done == TOTAL_BLOCKS - len(after_kill)
     finished = _markers(killed)
-    assert len(finished) == total
+    assert len(finished) == TOTAL_BLOCKS
     assert all(finished[p] == text for p, text in after_kill.items())  # finished blocks were not redone
 
     for clip in ("001/EXP-1-markers", "001/EXP-2-markers"):
-        a, b = Store(reference.store).clip(clip), Store(killed).clip(clip)
+        a, b = Store(reference).clip(clip), Store(killed).clip(clip)
         for name in ("rgb", "rgb_ok", "background", "background_ok", "cameras/K", "cameras/world_to_cam"):
             np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=f"{clip} {name}")

@@ -176,3 +176,20 @@ def test_local_dask_cluster_gives_the_same_store_as_inline(tmp_path, small_captu
         a, b = Store(inline.store).clip(clip), Store(dask.store).clip(clip)
         for name in ("rgb", "rgb_ok", "background", "cameras/K"):
             np.testing.assert_array_equal(a[name][...], b[name][...])
+
+
+def test_an_existing_dask_scheduler_runs_the_tasks(tmp_path, small_capture):
+    from distributed import LocalCluster
+
+    root, _ = small_capture
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        cfg = ingest_config(str(tmp_path / "s.zarr"), root, resolution=32, block_frames=2)
+        cfg.runner.scheduler = cluster.scheduler_address
+        summary = preprocess(cfg)
+        assert summary.stages["ingest"].done == 8 and summary.exit_code(False) == 0
+        # the tasks went through this scheduler (a new local cluster would have had its own)
+        assert cluster.scheduler.transition_counter > 0
+    reference = ingest_config(str(tmp_path / "r.zarr"), root, resolution=32, block_frames=2)
+    preprocess(reference)
+    a, b = Store(reference.store).clip("001/EXP-1-markers"), Store(cfg.store).clip("001/EXP-1-markers")
+    np.testing.assert_array_equal(a["rgb"][...], b["rgb"][...])
