@@ -31,15 +31,20 @@ $(DEMO_RAW):
 	$(PY) cli.py synth-data $(DEMO_RAW)
 
 demo: install $(DEMO_RAW)
-	$(PY) cli.py preprocess nersemble --root $(DEMO_RAW) --store $(DEMO_STORE) $(ARGS)
+	$(PY) cli.py preprocess nersemble --root $(DEMO_RAW) --store $(DEMO_STORE) \
+		--stages ingest,matting,landmarks,crops --workers 2 $(ARGS)
 	$(PY) cli.py info $(DEMO_STORE)
+	$(PY) cli.py inspect $(DEMO_STORE) --out inspect/demo
+
+STAGES ?= ingest,matting,landmarks,crops
 
 preprocess: install
-	$(PY) cli.py preprocess $(DATASET) --root $(ROOT) --store $(STORE) $(ARGS)
+	$(PY) cli.py preprocess $(DATASET) --root $(ROOT) --store $(STORE) --stages $(STAGES) $(ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_mesh_render.py
 
 clean:
-	rm -rf $(DEMO_STORE) $(DEMO_RAW)
+	rm -rf $(DEMO_STORE) $(DEMO_RAW) inspect/demo

@@ -39,6 +39,11 @@ def _fail(message: str, code: int = 2) -> None:
     python cli.py preprocess nersemble --root /data/nersemble --store stores/nersemble.zarr \\
         --stride 3 --exclude '*tongue*' --exclude GLASSES --exclude FREE --workers 8
 
+    python cli.py preprocess nersemble --root data/demo --stages ingest,matting,landmarks,crops
+
+    TORCH_HOME=/models/torch python cli.py preprocess vfhq --root /data/vfhq --stages landmarks \\
+        --landmarks face-alignment --device cuda --fa-detector /models/s3fd-619a316812.pth
+
     python cli.py preprocess vfhq --root /data/vfhq --store s3://lab-bucket/vfhq.zarr --scheduler tcp://10.0.0.5:8786
 
     python cli.py preprocess video --root my_video.mp4 --subject me --store stores/me.zarr
@@ -66,13 +71,24 @@ def preprocess(
     recompute: bool = typer.Option(False, "--recompute", help="Redo blocks finished under another config."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any item failed."),
     retries: Optional[int] = typer.Option(None, help="Extra attempts of a task that raised [2]."),
+    matting: Optional[str] = typer.Option(None, help="Matting backend: auto (plate where a plate exists, else "
+                                                     "mediapipe), plate, mediapipe, rembg (REMBG_HOME/U2NET_HOME)."),
+    landmarks: Optional[str] = typer.Option(None, help="Landmark backend: mediapipe, face-alignment (TORCH_HOME)."),
+    fa_detector: Optional[str] = typer.Option(None, "--fa-detector", help="face-alignment S3FD weights file."),
+    device: Optional[str] = typer.Option(None, help="Device of torch backends: cpu or cuda."),
+    crop_kind: Optional[str] = typer.Option(None, help="Crops: face (tight) or head (FFHQ-style)."),
+    setting: list[str] = typer.Option([], "--set", help="Any stage setting, STAGE.FIELD=VALUE (repeatable), "
+                                                       "e.g. --set landmarks.mode=static"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config; options given here win."),
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option of the store, KEY=VALUE."),
 ) -> None:
-    """Run preprocessing stages over a raw capture into a Zarr store (resumable: rerun to continue)."""
+    """Run preprocessing stages over a raw capture into a Zarr store (resumable: rerun to continue).
+
+    Stages: ingest (decode, crop, resize, cameras), matting (alpha), landmarks (2D, 68 + detector's set),
+    crops (face crops, face masks)."""
     from datasets.names import InvalidNameError
     from datasets.store import StoreError
-    from pipeline.config import PreprocessConfig, apply_overrides, load_toml
+    from pipeline.config import PreprocessConfig, apply_overrides, apply_settings, load_toml
     from pipeline.console import RichReporter, print_summary
     from pipeline.runner import PlanError, RefusedError, preprocess as run_preprocess
 
@@ -88,6 +104,10 @@ def preprocess(
                         recompute=recompute or None, strict=strict or None)
         apply_overrides(cfg.stage_config("ingest"), resolution=resolution, crop=crop, jpeg_quality=jpeg_quality,
                         frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
+        apply_overrides(cfg.stage_config("matting"), backend=matting)
+        apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
+        apply_overrides(cfg.stage_config("crops"), kind=crop_kind)
+        apply_settings(cfg, list(setting))
     except (ValueError, OSError) as e:
         _fail(str(e))
     try:
@@ -159,6 +179,36 @@ def report(
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
     else:
         print_ledger(Console(), rows, limit)
+
+
+@app.command(epilog="""
+**Examples**
+
+    python cli.py inspect stores/demo.zarr
+
+    python cli.py inspect stores/nersemble.zarr --clip 017/EXP-1-head --frames 6 --views 0,5,7,9 --out sheets/
+""")
+def inspect(
+    store: str = typer.Argument(..., help="Store path or URL."),
+    clip: Optional[str] = typer.Option(None, help="Only this clip (subject/sequence); default: every clip."),
+    out: Path = typer.Option(Path("inspect"), help="Folder for the PNG contact sheets."),
+    frames: int = typer.Option(4, help="Frames per sheet (evenly spaced)."),
+    views: str = typer.Option("8", help="How many views (evenly spaced), or a list of view indices: 0,5,7."),
+    cell: int = typer.Option(192, help="Pixels per view in the sheet."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
+) -> None:
+    """Contact sheets per clip: views with the matte and landmarks, face crops and non-face images."""
+    from datasets.store import Store, StoreError
+    from pipeline.inspect_sheet import write_sheets
+
+    try:
+        chosen = [int(v) for v in views.split(",")] if "," in views else int(views)
+        paths = write_sheets(Store(store, _storage_options(storage_option), mode="r"), str(out), clip, frames,
+                             chosen, cell)
+    except (StoreError, ValueError) as e:
+        _fail(str(e))
+    for path in paths:
+        console.print(f"wrote {path}")
 
 
 @app.command("synth-data", epilog="""

@@ -252,6 +252,26 @@ class Store:
             )
         return group.create_array(name, shape=shape, dtype=dtype, chunks=shape, fill_value=0)
 
+    def ensure_frame_array(self, group: zarr.Group, name: str, shape: tuple[int, ...], dtype: str, block_frames: int,
+                           *, image_format: str | None = None, jpeg_quality: int = 95) -> zarr.Array:
+        """The frame array `name`, created (or replaced) unless one of this shape and encoding exists."""
+        if name in group and array_matches(group[name], shape, dtype, image_format, jpeg_quality, block_frames):
+            return group[name]
+        if name in group:
+            del group[name]
+        return self.create_frame_array(group, name, shape, dtype, block_frames, image_format=image_format,
+                                       jpeg_quality=jpeg_quality)
+
+    def ensure_view_array(self, group: zarr.Group, name: str, shape: tuple[int, ...], dtype: str, *,
+                          image_format: str | None = None, jpeg_quality: int = 95) -> zarr.Array:
+        """Like ensure_frame_array, for a small per-clip array indexed by view."""
+        if name in group and array_matches(group[name], shape, dtype, image_format, jpeg_quality):
+            return group[name]
+        if name in group:
+            del group[name]
+        return self.create_view_array(group, name, shape, dtype, image_format=image_format,
+                                      jpeg_quality=jpeg_quality)
+
     def clear_block(self, array: zarr.Array, block: int) -> None:
         """Delete the stored object(s) of one frame block so a redo starts from nothing."""
         grid = array.metadata.chunk_grid.chunk_shape if array.shards is None else array.shards
@@ -349,6 +369,21 @@ def image_codec_config(array: zarr.Array) -> dict | None:
                 if inner["name"] == image_codec.CODEC_NAME:
                     return dict(inner["configuration"])
     return None
+
+
+def array_matches(array: zarr.Array, shape: tuple, dtype: str, image_format: str | None, quality: int,
+                  block_frames: int | None = None) -> bool:
+    """Whether an existing array already has the wanted shape, dtype, image encoding and frame blocks."""
+    if tuple(array.shape) != tuple(shape) or np.dtype(array.dtype) != np.dtype(dtype):
+        return False
+    if block_frames is not None:
+        grid = array.shards or array.chunks
+        if grid[0] != block_frames:
+            return False
+    codec = image_codec_config(array)
+    if image_format is None:
+        return codec is None
+    return codec is not None and codec["format"] == image_format and (image_format == "png" or codec["quality"] == quality)
 
 
 def read_frames(store: Store, key: str, name: str, t: slice | int, v: slice | int = slice(None)) -> np.ndarray:

@@ -86,3 +86,36 @@ def load_toml(path: str, cfg: PreprocessConfig | None = None) -> PreprocessConfi
 def apply_overrides(obj: Any, **values: Any) -> None:
     """Set the fields given (None means: leave as is) and re-validate."""
     _update(obj, {k: v for k, v in values.items() if v is not None}, type(obj).__name__)
+
+
+def parse_value(text: str, current: Any) -> Any:
+    """A CLI string as the type of the field's current value (bool, int, float, list or str)."""
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, list):
+        return [t for t in text.split(",") if t]
+    return text
+
+
+def apply_settings(cfg: PreprocessConfig, settings: list[str]) -> None:
+    """`stage.field=value` overrides (e.g. landmarks.mode=static, matting.backend=rembg)."""
+    for item in settings:
+        key, sep, value = item.partition("=")
+        stage, dot, field_name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set takes STAGE.FIELD=VALUE, got {item!r}")
+        if stage not in load_stages():
+            raise ValueError(f"--set {item}: unknown stage {stage!r}; known: {', '.join(load_stages())}")
+        target = cfg.stage_config(stage)
+        if field_name not in {f.name for f in dataclasses.fields(target)}:
+            names = ", ".join(f.name for f in dataclasses.fields(target))
+            raise ValueError(f"--set {item}: {stage} has no setting {field_name!r}; it has: {names}")
+        _update(target, {field_name: parse_value(value, getattr(target, field_name))}, stage)

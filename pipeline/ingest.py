@@ -13,7 +13,7 @@ import numpy as np
 from datasets.cameras import SquareCrop, crop_resize_image, crop_resize_intrinsics
 from datasets.raw.base import ClipSpec
 from datasets.raw.sources import FrameError, iter_frames, read_image
-from datasets.store import LedgerItem, Store, image_codec_config
+from datasets.store import LedgerItem, Store
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
 FRAME_ARRAYS = ("rgb", "rgb_ok")
@@ -78,22 +78,12 @@ class IngestStage(Stage):
             "crops": [[c.x0, c.y0, c.size] for c in crops],
         }
         group = store.create_clip(work.subject, work.sequence, attrs)
-        expected = {
-            "rgb": ((T, V, R, R, 3), "uint8", cfg.image_format),
-            "rgb_ok": ((T, V), "bool", None),
-            "background": ((V, R, R, 3), "uint8", cfg.image_format),
-            "background_ok": ((V,), "bool", None),
-        }
-        for name, (shape, dtype, fmt) in expected.items():
-            if name in group and _matches(group[name], shape, dtype, fmt, cfg.jpeg_quality):
-                continue
-            if name in group:
-                del group[name]
-            if name.startswith("background"):
-                store.create_view_array(group, name, shape, dtype, image_format=fmt, jpeg_quality=cfg.jpeg_quality)
-            else:
-                store.create_frame_array(group, name, shape, dtype, layout.block_frames, image_format=fmt,
-                                         jpeg_quality=cfg.jpeg_quality)
+        store.ensure_frame_array(group, "rgb", (T, V, R, R, 3), "uint8", layout.block_frames,
+                                 image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality)
+        store.ensure_frame_array(group, "rgb_ok", (T, V), "bool", layout.block_frames)
+        store.ensure_view_array(group, "background", (V, R, R, 3), "uint8", image_format=cfg.image_format,
+                                jpeg_quality=cfg.jpeg_quality)
+        store.ensure_view_array(group, "background_ok", (V,), "bool")
         cams = group.require_group("cameras")
         K = np.stack([crop_resize_intrinsics(v.K_array, c, R) for v, c in zip(work.views, crops)]).astype(np.float32)
         E = np.stack([v.world_to_cam_array for v in work.views]).astype(np.float32)
@@ -158,13 +148,3 @@ class IngestStage(Stage):
             plates[vi] = crop_resize_image(plate, crop, R)
             ok[vi] = True
         return {"background": plates, "background_ok": ok}
-
-
-def _matches(array, shape: tuple, dtype: str, fmt: str | None, quality: int) -> bool:
-    """Whether an existing array already has the wanted shape, dtype and image encoding."""
-    if tuple(array.shape) != tuple(shape) or np.dtype(array.dtype) != np.dtype(dtype):
-        return False
-    codec = image_codec_config(array)
-    if fmt is None:
-        return codec is None
-    return codec is not None and codec["format"] == fmt and (fmt == "png" or codec["quality"] == quality)

@@ -142,6 +142,8 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         raise PlanError("no output store given (--store PATH_OR_URL)")
     order = dependency_order(list(cfg.stages))
     stages = [load_stages()[name](cfg.stage_config(name)) for name in order]
+    for stage in stages:
+        stage.check()
     store = Store(cfg.store, cfg.storage_options, mode="a")
     summary = RunSummary()
     src = cfg.source

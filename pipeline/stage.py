@@ -87,6 +87,10 @@ class Stage(ABC):
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
+    def check(self) -> None:
+        """Driver side, before planning: raise a clear error when the backend cannot run here (e.g. a
+        weight file is missing), so the run fails once instead of in every task."""
+
     def clip_identity(self, work: Any) -> Any:
         """Data that, when it changes, makes a clip's finished blocks stale (besides the config)."""
         return None
@@ -106,7 +110,7 @@ class Stage(ABC):
 
 
 REGISTRY: dict[str, type[Stage]] = {}
-STAGE_MODULES = ("pipeline.ingest",)  # importing a module registers its stage
+STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.crops")  # import = register
 
 
 def load_stages() -> dict[str, type[Stage]]:

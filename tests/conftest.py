@@ -16,3 +16,13 @@ def small_capture(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("capture") / "raw")
     info = marker_capture(root, participants=1, sequences=2, n_frames=7)
     return root, info
+
+
+@pytest.fixture(scope="session")
+def synthetic_capture(tmp_path_factory):
+    """The synthetic head capture: 2 identities, 1 sequence, 3 frames, 16 cameras, 560x800."""
+    from datasets.synthetic import SynthConfig, write_synthetic_capture
+
+    root = str(tmp_path_factory.mktemp("synth") / "capture")
+    write_synthetic_capture(root, SynthConfig(participants=2, sequences=1, frames=3))
+    return root

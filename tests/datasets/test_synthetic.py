@@ -27,10 +27,8 @@ def face():
 
 
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synth") / "capture")
-    write_synthetic_capture(root, SynthConfig(participants=2, sequences=1, frames=3))
-    return root
+def capture(synthetic_capture):
+    return synthetic_capture
 
 
 def test_face_model_is_a_metric_frontal_surface(face):

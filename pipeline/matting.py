@@ -1,0 +1,125 @@
+"""Matting: alpha [T, V, H, W] uint8 (PNG, lossless) of every ingested image.
+
+Backends: `plate` (background difference against the camera's plate, with a segmentation prior
+where the difference is ambiguous), `mediapipe` (selfie segmentation refined to the image), `rembg`
+(U^2-Net family from REMBG_HOME / U2NET_HOME). `auto` takes `plate` for the views that have a plate
+and `mediapipe` for the others (recorded in the ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets.store import LedgerItem, Store
+from pipeline.backends.guided_filter import guided_filter
+from pipeline.backends.plate_matting import PlateMattingParams, plate_matte
+from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
+
+BACKENDS = ("auto", "plate", "mediapipe", "rembg")
+
+
+@dataclass
+class MattingConfig:
+    backend: str = "auto"  # auto | plate | mediapipe | rembg
+    plate_prior: bool = True  # plate: mediapipe segmentation decides where the plate difference is ambiguous
+    rembg_model: str = "u2net"  # rembg: <name>.onnx in REMBG_HOME / U2NET_HOME
+    refine_radius: int = 6  # guided-filter radius (pixels) refining segmentation mattes to the image
+    refine_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"matting backend must be one of {BACKENDS}, got {self.backend!r}")
+
+
+@register
+class MattingStage(Stage):
+    name = "matting"
+    config_class = MattingConfig
+    version = "1"
+    requires = ("ingest",)
+    products = ("alpha",)
+
+    def check(self) -> None:
+        if self.config.backend == "rembg":
+            from pipeline.backends.segmentation import rembg_model_path
+
+            rembg_model_path(self.config.rembg_model)
+
+    def prepare(self, store: Store, layout: ClipLayout, work) -> None:
+        group = store.clip(layout.key)
+        R = group["rgb"].shape[2]
+        store.ensure_frame_array(group, "alpha", (layout.n_frames, len(layout.views), R, R), "uint8",
+                                 layout.block_frames, image_format="png")
+
+    def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
+        cfg, layout, group = self.config, ctx.layout, ctx.group
+        has_plate = group["background_ok"][...] if "background_ok" in group else np.zeros(len(layout.views), bool)
+        plates = group["background"][...] if has_plate.any() else None
+        methods = [self._method(bool(ok)) for ok in has_plate]
+        notes = [LedgerItem(self.name, layout.key, f"no background plate for camera {serial}: matted with mediapipe",
+                            view=serial, block=0)
+                 for serial, ok in zip(layout.views, has_plate)
+                 if not ok and cfg.backend in ("auto", "plate") and has_plate.any()]
+        segmenter = _Lazy(lambda: _mediapipe())
+        rembg = _Lazy(lambda: _rembg(cfg.rembg_model))
+        try:
+            for block in ctx.blocks:
+                t0, t1 = layout.frames(block)
+                rgb, ok = group["rgb"][t0:t1], group["rgb_ok"][t0:t1]
+                alpha = np.zeros(rgb.shape[:4], np.uint8)
+                for t in range(t1 - t0):
+                    for v, method in enumerate(methods):
+                        if not ok[t, v]:
+                            continue  # the ingest ledger already has this item
+                        image = rgb[t, v]
+                        if method == "plate":
+                            prior = segmenter.get()(image) if cfg.plate_prior else None
+                            a = plate_matte(image, plates[v], prior, PlateMattingParams())
+                        elif method == "rembg":
+                            a = guided_filter(image, rembg.get()(image), cfg.refine_radius, cfg.refine_eps)
+                        else:
+                            a = guided_filter(image, segmenter.get()(image), cfg.refine_radius, cfg.refine_eps)
+                        alpha[t, v] = np.round(a * 255).astype(np.uint8)
+                items = notes if block == 0 else []
+                yield BlockOutput(block, {"alpha": alpha}, list(items))
+        finally:
+            segmenter.close()
+            rembg.close()
+
+    def _method(self, has_plate: bool) -> str:
+        if self.config.backend == "auto":
+            return "plate" if has_plate else "mediapipe"
+        if self.config.backend == "plate" and not has_plate:
+            return "mediapipe"
+        return self.config.backend
+
+
+class _Lazy:
+    """A backend created on first use (mediapipe objects cannot travel between processes)."""
+
+    def __init__(self, factory):
+        self.factory, self.value = factory, None
+
+    def get(self):
+        if self.value is None:
+            self.value = self.factory()
+        return self.value
+
+    def close(self) -> None:
+        if self.value is not None:
+            self.value.close()
+
+
+def _mediapipe():
+    from pipeline.backends.segmentation import MediapipeSegmenter
+
+    return MediapipeSegmenter()
+
+
+def _rembg(model: str):
+    from pipeline.backends.segmentation import RembgSegmenter
+
+    return RembgSegmenter(model)
