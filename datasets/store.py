@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -193,21 +192,11 @@ class Store:
         except FileNotFoundError:
             raise StoreError(f"clip {key} is not in store {self.url}") from None
 
-    def has_clip(self, key: str) -> bool:
-        subject, sequence = split_clip_key(key)
-        return self._get_json(f"{subject}/{sequence}/zarr.json") is not None
-
     def create_clip(self, subject: str, sequence: str, attributes: dict[str, Any]) -> zarr.Group:
         key = clip_key(subject, sequence)
         group = self.root.require_group(key)
         group.attrs.update({"clip": key, **attributes})
         return group
-
-    def delete_clip_arrays(self, key: str, names: Iterable[str]) -> None:
-        group = self.clip(key)
-        for name in names:
-            if name in group:
-                del group[name]
 
     # ------------------------------------------------------------------ arrays
     @staticmethod
@@ -384,8 +373,3 @@ def array_matches(array: zarr.Array, shape: tuple, dtype: str, image_format: str
     if image_format is None:
         return codec is None
     return codec is not None and codec["format"] == image_format and (image_format == "png" or codec["quality"] == quality)
-
-
-def read_frames(store: Store, key: str, name: str, t: slice | int, v: slice | int = slice(None)) -> np.ndarray:
-    """Convenience read of a frames-first array of one clip."""
-    return store.clip(key)[name][t, v]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import platform
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -332,5 +331,3 @@ def preprocess(cfg: PreprocessConfig, reporter: Reporter | None = None) -> RunSu
     plan = plan_run(cfg, reporter)
     return execute_plan(plan, cfg, reporter)
 
-
-ProgressCallback = Callable[[str, str, int, int], None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -62,7 +61,3 @@ def ledger_rows(store: Store, stage: str | None = None, clip: str | None = None)
     items: list[LedgerItem] = store.ledger(stage, clip)
     items.sort(key=lambda i: (i.stage, i.clip, i.frame if i.frame is not None else -1, i.view or ""))
     return [asdict(i) for i in items]
-
-
-def ledger_counts(rows: list[dict[str, Any]]) -> Counter:
-    return Counter((r["stage"], r["kind"]) for r in rows)

@@ -8,9 +8,9 @@ import shutil
 import av
 import numpy as np
 
-from datasets.capture.markers import MarkerScene, write_marker_capture
+from datasets.capture.markers import write_marker_capture
 from datasets.capture.rig import make_rig
-from datasets.capture.writer import NersembleV1Writer, write_calibration
+from datasets.capture.writer import NersembleV1Writer
 from pipeline.config import PreprocessConfig
 
 
@@ -58,6 +58,3 @@ def ingest_config(store: str, root: str, dataset: str = "nersemble", workers: in
     ing.__post_init__()
     return cfg
 
-
-__all__ = ["MarkerScene", "marker_capture", "decode_all", "v2_to_v1", "ingest_config", "tiny_rig",
-           "write_calibration"]

@@ -12,7 +12,7 @@ import numpy as np
 from datasets.capture.writer import NersembleV1Writer, VideoWriter
 from datasets.store import Store
 from pipeline.runner import preprocess
-from tests.helpers import ingest_config, marker_capture, tiny_rig
+from tests.helpers import ingest_config, marker_capture
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
