@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.capture.writer import write_image  # noqa: E402
 from datasets.store import Store  # noqa: E402
-from datasets.synthetic import SynthConfig, write_synthetic_capture  # noqa: E402
 from pipeline.config import PreprocessConfig  # noqa: E402
 from pipeline.runner import execute_plan, plan_run  # noqa: E402
 
@@ -68,6 +67,9 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=2)
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     args = ap.parse_args()
+    # imported here, not at the top: local Dask workers are spawned processes that re-import this
+    # script's top-level imports, and torch (used by the generator) would slow every worker's start
+    from datasets.synthetic import SynthConfig, write_synthetic_capture
     work = args.keep or tempfile.mkdtemp(prefix="bench_ingest_")
     raw = os.path.join(work, "raw")
     if not os.path.isdir(raw):
