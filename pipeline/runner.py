@@ -187,6 +187,9 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
             markers = store.markers(stage.name, key)
             current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
+            # blocks an upstream stage of this run redoes must be redone here too
+            for dep in stage.requires:
+                current -= set(todo.get((dep, key), ()))
             stale = [b for b, m in markers.items() if m.fingerprint != clip_fp]
             if stale:
                 stale_report.append(f"{stage.name} {key}: {len(stale)} finished block(s) under another config")

@@ -193,3 +193,28 @@ def test_an_existing_dask_scheduler_runs_the_tasks(tmp_path, small_capture):
     preprocess(reference)
     a, b = Store(reference.store).clip("001/EXP-1-markers"), Store(cfg.store).clip("001/EXP-1-markers")
     np.testing.assert_array_equal(a["rgb"][...], b["rgb"][...])
+
+
+def test_changed_calibration_redoes_ingest_and_the_stages_after_it_in_the_same_run(tmp_path):
+    import json
+    import os
+
+    from tests.helpers import marker_capture
+
+    root = str(tmp_path / "raw")
+    marker_capture(root, n_frames=4)
+    cfg = ingest_config(str(tmp_path / "s.zarr"), root, resolution=32, block_frames=2)
+    cfg.stages = ["ingest", "test_brightness"]
+    preprocess(cfg)
+    path = os.path.join(root, "001", "calibration", "camera_params.json")
+    with open(path) as f:
+        calib = json.load(f)
+    calib["intrinsics"][0][0] *= 1.1
+    with open(path, "w") as f:
+        json.dump(calib, f)
+    with pytest.raises(RefusedError, match="other raw data"):
+        preprocess(cfg)
+    cfg.runner.recompute = True
+    summary = preprocess(cfg)
+    assert summary.stages["ingest"].done == 2 and summary.stages["test_brightness"].done == 2
+    assert summary.stages["test_brightness"].already_done == 0
