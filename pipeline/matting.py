@@ -15,7 +15,7 @@ import numpy as np
 
 from datasets.store import LedgerItem, Store
 from pipeline.backends.guided_filter import guided_filter
-from pipeline.backends.plate_matting import PlateMattingParams, plate_matte
+from pipeline.backends.plate_matting import PlateMattingParams, plate_matte, to_lab
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
 BACKENDS = ("auto", "plate", "mediapipe", "rembg")
@@ -59,6 +59,7 @@ class MattingStage(Stage):
         has_plate = group["background_ok"][...] if "background_ok" in group else np.zeros(len(layout.views), bool)
         plates = group["background"][...] if has_plate.any() else None
         methods = [self._method(bool(ok)) for ok in has_plate]
+        plate_labs = {v: to_lab(plates[v]) for v, m in enumerate(methods) if m == "plate"}  # static: once per task
         notes = [LedgerItem(self.name, layout.key, f"no background plate for camera {serial}: matted with mediapipe",
                             view=serial, block=0)
                  for serial, ok in zip(layout.views, has_plate)
@@ -77,7 +78,7 @@ class MattingStage(Stage):
                         image = rgb[t, v]
                         if method == "plate":
                             prior = segmenter.get()(image) if cfg.plate_prior else None
-                            a = plate_matte(image, plates[v], prior, PlateMattingParams())
+                            a = plate_matte(image, plates[v], prior, PlateMattingParams(), plate_labs[v])
                         elif method == "rembg":
                             a = guided_filter(image, rembg.get()(image), cfg.refine_radius, cfg.refine_eps)
                         else:

@@ -32,13 +32,15 @@ class PlateMattingParams:
     eps: float = 2e-3
 
 
-def _lab(image: np.ndarray) -> np.ndarray:
+def to_lab(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> lightly blurred CIELAB float32 (a plate's can be computed once and reused)."""
     return cv2.cvtColor(cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
-def color_distance(image: np.ndarray, plate: np.ndarray, shadow_weight: float) -> np.ndarray:
+def color_distance(image: np.ndarray, plate: np.ndarray, shadow_weight: float,
+                   plate_lab: np.ndarray | None = None) -> np.ndarray:
     """[H, W] shadow-tolerant CIELAB distance between a frame and its plate."""
-    a, b = _lab(image), _lab(plate)
+    a, b = to_lab(image), to_lab(plate) if plate_lab is None else plate_lab
     dL = a[..., 0] - b[..., 0]
     dL = np.where(dL < 0, shadow_weight * dL, dL)
     dab = np.linalg.norm(a[..., 1:] - b[..., 1:], axis=-1)
@@ -56,9 +58,10 @@ def foreground_posterior(d: np.ndarray, prior: np.ndarray | None, params: PlateM
 
 
 def plate_matte(image: np.ndarray, plate: np.ndarray, prior: np.ndarray | None = None,
-                params: PlateMattingParams = PlateMattingParams()) -> np.ndarray:
-    """image, plate: [H, W, 3] uint8 RGB; prior: [H, W] in [0, 1] or None -> alpha [H, W] float32."""
-    p = foreground_posterior(color_distance(image, plate, params.shadow_weight), prior, params)
+                params: PlateMattingParams = PlateMattingParams(), plate_lab: np.ndarray | None = None) -> np.ndarray:
+    """image, plate: [H, W, 3] uint8 RGB; prior: [H, W] in [0, 1] or None -> alpha [H, W] float32.
+    plate_lab: to_lab(plate), when the caller mattes many frames against the same plate."""
+    p = foreground_posterior(color_distance(image, plate, params.shadow_weight, plate_lab), prior, params)
     hard = p > 0.5
     labels, n = ndimage.label(hard)
     if n:

@@ -39,6 +39,15 @@ def tiny_store(tmp_path_factory):
     return cfg.store
 
 
+def _stage_cfg(store: str, stage: str, **settings):
+    """A run of one stage on the ingested tiny store, with these settings of that stage."""
+    cfg = ingest_config(store, "", resolution=64, block_frames=2)
+    cfg.stages = [stage]
+    for key, value in settings.items():
+        setattr(cfg.stage_config(stage), key, value)
+    return cfg
+
+
 def _random_u2net(path: str) -> None:
     """A random-weight stand-in in u2net.onnx's format: input [1, 3, 320, 320], first output [1, 1, 320, 320]."""
     import onnx
@@ -65,10 +74,7 @@ def test_rembg_runs_from_rembg_home_and_through_the_matting_stage(tmp_path, monk
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "models"))
     matte = RembgSegmenter("u2net")(np.random.default_rng(1).integers(0, 255, (90, 70, 3), dtype=np.uint8))
     assert matte.shape == (90, 70) and matte.dtype == np.float32 and 0 <= matte.min() <= matte.max() <= 1
-    cfg = ingest_config(tiny_store, "", resolution=64, block_frames=2)
-    cfg.stages = ["matting"]
-    cfg.stage_config("matting").backend = "rembg"
-    summary = preprocess(cfg)
+    summary = preprocess(_stage_cfg(tiny_store, "matting", backend="rembg"))
     assert summary.stages["matting"].done == 1 and summary.exit_code(False) == 0
     from datasets.store import Store
 
@@ -78,11 +84,8 @@ def test_rembg_runs_from_rembg_home_and_through_the_matting_stage(tmp_path, monk
 
 def test_missing_rembg_model_is_one_clear_error_before_any_work(tmp_path, monkeypatch, tiny_store):
     monkeypatch.setenv("REMBG_HOME", str(tmp_path / "empty"))
-    cfg = ingest_config(tiny_store, "", resolution=64, block_frames=2)
-    cfg.stages = ["matting"]
-    cfg.stage_config("matting").backend = "rembg"
     with pytest.raises(MissingWeightsError) as err:
-        preprocess(cfg)
+        preprocess(_stage_cfg(tiny_store, "matting", backend="rembg"))
     text = str(err.value)
     for part in ("u2net.onnx", str(tmp_path / "empty"), "REMBG_HOME", "github.com/danielgatis/rembg"):
         assert part in text
@@ -128,11 +131,7 @@ def test_face_alignment_loads_from_torch_home_and_runs_batched(tmp_path, monkeyp
     # through the landmarks stage: the zero detector finds no face; every frame is recorded, none lost
     monkeypatch.undo()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cfg = ingest_config(tiny_store, "", resolution=64, block_frames=2)
-    cfg.stages = ["landmarks"]
-    cfg.stage_config("landmarks").backend = "face-alignment"
-    cfg.stage_config("landmarks").detector_path = detector
-    summary = preprocess(cfg)
+    summary = preprocess(_stage_cfg(tiny_store, "landmarks", backend="face-alignment", detector_path=detector))
     assert summary.stages["landmarks"].done == 1 and summary.stages["landmarks"].items == 32
     from datasets.store import Store
 
@@ -142,9 +141,7 @@ def test_face_alignment_loads_from_torch_home_and_runs_batched(tmp_path, monkeyp
 
 def test_missing_face_alignment_weights_are_one_clear_error(tmp_path, monkeypatch, tiny_store):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "nothing"))
-    cfg = ingest_config(tiny_store, "", resolution=64, block_frames=2)
-    cfg.stages = ["landmarks"]
-    cfg.stage_config("landmarks").backend = "face-alignment"
+    cfg = _stage_cfg(tiny_store, "landmarks", backend="face-alignment")
     with pytest.raises(MissingWeightsError) as err:
         preprocess(cfg)
     text = str(err.value)
