@@ -39,7 +39,10 @@ def _fail(message: str, code: int = 2) -> None:
     python cli.py preprocess nersemble --root /data/nersemble --store stores/nersemble.zarr \\
         --stride 3 --exclude '*tongue*' --exclude GLASSES --exclude FREE --workers 8
 
-    python cli.py preprocess nersemble --root data/demo --stages ingest,matting,landmarks,crops
+    python cli.py preprocess nersemble --root data/demo --stages ingest,matting,landmarks,fitting,crops
+
+    python cli.py preprocess nersemble --root data/demo --stages fitting --fit flame --recompute \
+        --model /models/flame2023.pkl --model-landmarks /models/landmark_embedding.npy
 
     TORCH_HOME=/models/torch python cli.py preprocess vfhq --root /data/vfhq --stages landmarks \\
         --landmarks face-alignment --device cuda --fa-detector /models/s3fd-619a316812.pth
@@ -76,6 +79,12 @@ def preprocess(
     landmarks: Optional[str] = typer.Option(None, help="Landmark backend: mediapipe, face-alignment (TORCH_HOME)."),
     fa_detector: Optional[str] = typer.Option(None, "--fa-detector", help="face-alignment S3FD weights file."),
     device: Optional[str] = typer.Option(None, help="Device of torch backends: cpu or cuda."),
+    fit: Optional[str] = typer.Option(None, help="Fitting backend: triangulate (no model files), bfm2009, bfm2017, "
+                                                 "flame."),
+    model: Optional[str] = typer.Option(None, help="Morphable model file (default: $HEADFORGE_BFM2009, "
+                                                   "$HEADFORGE_BFM2017 or $HEADFORGE_FLAME)."),
+    model_landmarks: Optional[str] = typer.Option(None, help="FLAME landmark embedding or BFM2017 68-index file "
+                                                             "($HEADFORGE_FLAME_LANDMARKS, $HEADFORGE_BFM2017_LANDMARKS)."),
     crop_kind: Optional[str] = typer.Option(None, help="Crops: face (tight) or head (FFHQ-style)."),
     setting: list[str] = typer.Option([], "--set", help="Any stage setting, STAGE.FIELD=VALUE (repeatable), "
                                                        "e.g. --set landmarks.mode=static"),
@@ -85,7 +94,7 @@ def preprocess(
     """Run preprocessing stages over a raw capture into a Zarr store (resumable: rerun to continue).
 
     Stages: ingest (decode, crop, resize, cameras), matting (alpha), landmarks (2D, 68 + detector's set),
-    crops (face crops, face masks)."""
+    fitting (head pose, scale, 3D landmarks; morphable model parameters), crops (face crops, face masks)."""
     from datasets.names import InvalidNameError
     from datasets.store import StoreError
     from pipeline.config import PreprocessConfig, apply_overrides, apply_settings, load_toml
@@ -106,6 +115,8 @@ def preprocess(
                         frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
         apply_overrides(cfg.stage_config("matting"), backend=matting)
         apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
+        apply_overrides(cfg.stage_config("fitting"), backend=fit, model_path=model, landmarks_path=model_landmarks,
+                        device=device)
         apply_overrides(cfg.stage_config("crops"), kind=crop_kind)
         apply_settings(cfg, list(setting))
     except (ValueError, OSError) as e:

@@ -12,7 +12,7 @@ import numpy as np
 from datasets.store import Store
 from pipeline.crops import non_face_image
 
-GREEN, YELLOW, WHITE = (60, 220, 60), (250, 210, 40), (255, 255, 255)
+GREEN, YELLOW, WHITE, RED, CYAN = (60, 220, 60), (250, 210, 40), (255, 255, 255), (235, 50, 50), (90, 200, 255)
 
 
 def _pick(n: int, k: int) -> list[int]:
@@ -26,8 +26,10 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, alpha: np.ndarray | None, lmk: np.ndarray | None, box: np.ndarray | None,
-            cell: int) -> np.ndarray:
-    """One view: background dimmed and tinted by the matte, 68 landmarks and the face box drawn."""
+            cell: int, fitted: np.ndarray | None = None, edges: np.ndarray | None = None) -> np.ndarray:
+    """One view: background dimmed and tinted by the matte, 68 landmarks and the face box drawn; the
+    fitted 3D landmarks projected (red) and the fitted mesh's edges (cyan) when given ([68, 2] and
+    [E, 2, 2] pixels of the stored image)."""
     img = rgb.astype(np.float32)
     if alpha is not None:
         a = alpha.astype(np.float32)[..., None] / 255.0
@@ -37,10 +39,60 @@ def overlay(rgb: np.ndarray, alpha: np.ndarray | None, lmk: np.ndarray | None, b
     img = np.ascontiguousarray(cv2.resize(img, (cell, cell), interpolation=cv2.INTER_AREA))
     if box is not None and box[4] > 0:
         cv2.rectangle(img, (int(box[0] * s), int(box[1] * s)), (int(box[2] * s), int(box[3] * s)), YELLOW, 1)
+    if edges is not None:
+        for (x0, y0), (x1, y1) in edges * s:
+            cv2.line(img, (int(x0), int(y0)), (int(x1), int(y1)), CYAN, 1, cv2.LINE_AA)
     if lmk is not None and lmk[:, 2].mean() > 0:
         for x, y in lmk[:, :2] * s:
             cv2.circle(img, (int(round(x)), int(round(y))), 1, GREEN, -1, cv2.LINE_AA)
+    if fitted is not None:
+        for x, y in fitted * s:
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(img, (int(round(x)), int(round(y))), 2, RED, 1, cv2.LINE_AA)
     return img
+
+
+def fit_mesh(g):
+    """The morphable model a clip was fitted with, when the fit used one and its file is still there
+    (the mesh is drawn then); None otherwise."""
+    attrs = dict(g["fit"].attrs)
+    model = attrs.get("model")
+    if not model:
+        return None
+    try:
+        from model.morphable import load_morphable_model
+
+        jaw = 3 if model["kind"] == "flame" else 0  # FLAME's expression vector ends with 3 jaw angles
+        return load_morphable_model(model["kind"], model["path"], landmarks_path=model.get("landmarks_path") or "",
+                                    n_id=model["n_id"], n_exp=model["n_exp"] - jaw)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def fit_projections(g, t: int, mesh=None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Frame t of a fitted clip: its 3D landmarks projected into every view [V, 68, 2] (None where the
+    frame was not fitted) and, with the model, the mesh edges [V, E, 2, 2] (a subsample, for legibility)."""
+    from datasets.cameras import project
+
+    if not g["fit/ok"][t]:
+        return None, None
+    K, E = g["cameras/K"][:], g["cameras/world_to_cam"][:]
+    lmk3d = g["fit/lmk3d"][t]
+    fitted = np.stack([project(lmk3d, K[v], E[v]) for v in range(len(K))])
+    if mesh is None:
+        return fitted, None
+    import torch
+
+    with torch.no_grad():
+        verts = mesh.vertices(torch.as_tensor(g["fit/identity"][:])[None],
+                              torch.as_tensor(g["fit/expression"][t])[None])[0].double().numpy()
+    pose, scale = g["fit/pose"][t].astype(np.float64), float(g["fit/scale"][t])
+    world = scale * verts @ pose[:3, :3].T + pose[:3, 3]
+    faces = mesh.faces.numpy()
+    faces = faces[:: max(1, len(faces) // 1500)]
+    pairs = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    edges = np.stack([project(world, K[v], E[v])[pairs] for v in range(len(K))])
+    return fitted, edges
 
 
 def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | int = 8, cell: int = 192) -> np.ndarray:
@@ -51,14 +103,18 @@ def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | i
     frame_ids = g.attrs.get("frame_ids", list(range(T)))
     vs = _pick(V, views) if isinstance(views, int) else [v for v in views if v < V]
     has = {name: name in g for name in ("alpha", "lmk2d", "face_box", "face_crop", "face_mask", "crop_ok")}
+    has_fit = "fit" in g and "ok" in g["fit"]
+    mesh = fit_mesh(g) if has_fit else None
     rows = []
     for t in _pick(T, frames):
         rgb = g["rgb"][t]
         alpha = g["alpha"][t] if has["alpha"] else None
         lmk = g["lmk2d"][t] if has["lmk2d"] else None
         box = g["face_box"][t] if has["face_box"] else None
+        fitted, edges = fit_projections(g, t, mesh) if has_fit else (None, None)
         top = [_label(overlay(rgb[v], None if alpha is None else alpha[v], None if lmk is None else lmk[v],
-                              None if box is None else box[v], cell), f"t{frame_ids[t]} cam {serials[v]}")
+                              None if box is None else box[v], cell, None if fitted is None else fitted[v],
+                              None if edges is None else edges[v]), f"t{frame_ids[t]} cam {serials[v]}")
                for v in vs]
         rows.append(np.concatenate(top, 1))
         if has["face_crop"]:

@@ -14,7 +14,13 @@ from datasets.raw import Selection, licence_note, read_raw
 from datasets.store import LedgerItem, Store, fingerprint, now_iso
 from pipeline.config import PreprocessConfig
 from pipeline.execute import (
-    DaskExecutor, InlineExecutor, SegmentTask, TaskOutcome, default_threads, run_tasks, task_failure_items,
+    DaskExecutor,
+    InlineExecutor,
+    SegmentTask,
+    TaskOutcome,
+    default_threads,
+    run_tasks,
+    task_failure_items,
 )
 from pipeline.stage import ClipLayout, Stage, dependency_order, dependents, load_stages
 
@@ -179,17 +185,25 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
     done: dict[tuple[str, str], set[int]] = {}
     clip_fps: dict[tuple[str, str], str] = {}
     stale_report: list[str] = []
+    stage_works: dict[tuple[str, str], Any] = {}
     for stage in stages:
         stats = summary.stages.setdefault(stage.name, StageSummary())
         record = store.stage_record(stage.name)
-        for key, work in works.items():
+        for key, raw_work in works.items():
+            work = raw_work if stage.name == "ingest" else stage.plan_work(key, list(works))
+            stage_works[stage.name, key] = work
             layout = clip_layouts[key]
             clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
             markers = store.markers(stage.name, key)
             current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
-            # blocks an upstream stage of this run redoes must be redone here too
+            # blocks an upstream stage of this run redoes must be redone here too (all of them when the
+            # stage reads the whole clip or the whole subject)
+            members = (work or (key,)) if stage.scope == "subject" else (key,)
             for dep in stage.requires:
-                current -= set(todo.get((dep, key), ()))
+                if stage.scope == "block":
+                    current -= set(todo.get((dep, key), ()))
+                elif any(todo.get((dep, m)) for m in members):
+                    current = set()
             stale = [b for b, m in markers.items() if m.fingerprint != clip_fp]
             if stale:
                 stale_report.append(f"{stage.name} {key}: {len(stale)} finished block(s) under another config")
@@ -210,20 +224,24 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
 
     # driver-side preparation: arrays, meta groups, downstream invalidation, stage records
     for stage in stages:
-        for key, work in works.items():
+        for key in works:
             if not todo[stage.name, key]:
                 continue
-            stage.prepare(store, layouts[stage.name, key], work)
+            stage.prepare(store, layouts[stage.name, key], stage_works[stage.name, key])
             store.prepare_meta(stage.name, key)
             for downstream in dependents(stage.name):
-                for b in store.markers(downstream, key):
-                    if b in todo[stage.name, key]:
-                        store.clear_marker(downstream, key, b)
+                scope = load_stages()[downstream].scope
+                # a subject-scope stage reads every clip of the subject: all of them are out of date
+                keys = [k for k in works if k.split("/")[0] == key.split("/")[0]] if scope == "subject" else [key]
+                for k in keys:
+                    for b in store.markers(downstream, k):
+                        if scope != "block" or b in todo[stage.name, key]:
+                            store.clear_marker(downstream, k, b)
         store.set_stage_record(stage.name, {"version": stage.version, "config": stage.config_dict(),
                                             "fingerprint": fps[stage.name], "updated": now_iso()})
     store.update_attrs(software=package_versions())
 
-    state = {"works": works, "layouts": layouts, "todo": todo, "done": done, "clip_fps": clip_fps, "fps": fps}
+    state = {"summary": summary, "works": stage_works, "layouts": layouts, "todo": todo, "done": done, "clip_fps": clip_fps, "fps": fps}
     tasks, deps = _build_tasks(cfg, state, stages, summary, order, store)
     for stage in stages:
         s = summary.stages[stage.name]
@@ -250,7 +268,7 @@ def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], s
     owner: dict[tuple[str, str, int], str] = {}  # (stage, clip, block) -> id of the task computing it
     for stage in stages:
         stats = summary.stages[stage.name]
-        pending = [(k, todo[stage.name, k]) for k in works if todo.get((stage.name, k))]
+        pending = [(k, todo[stage.name, k]) for (name, k) in works if name == stage.name and todo.get((name, k))]
         n_blocks = sum(len(b) for _, b in pending)
         if cfg.runner.segment_blocks > 0:
             size = cfg.runner.segment_blocks
@@ -260,6 +278,9 @@ def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], s
         else:
             size = 1
         for key, blocks in pending:
+            if stage.scope != "block":
+                _add_group_task(stage, key, blocks, plan_state, order, store, owner, tasks, deps, threads)
+                continue
             runnable: dict[int, set[str]] = {}
             finished = {dep: _finished_upstream(store, dep, key, order, done) for dep in stage.requires}
             for b in blocks:
@@ -272,12 +293,37 @@ def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], s
                 tid = f"{stage.name}:{key}:{seg[0]}-{seg[-1]}"
                 tasks.append(SegmentTask(
                     tid, store.url, store.storage_options, stage.name, stage.config_dict(), clip_fps[stage.name, key],
-                    fps[stage.name], layouts[stage.name, key], tuple(seg),
-                    works[key] if stage.name == "ingest" else None, threads))
+                    fps[stage.name], layouts[stage.name, key], tuple(seg), works[stage.name, key], threads))
                 deps[tid] = set().union(*(runnable[b] for b in seg))
                 for b in seg:
                     owner[stage.name, key, b] = tid
     return tasks, deps
+
+
+def _add_group_task(stage: Stage, key: str, blocks: list[int], plan_state: dict, order: list[str], store: Store,
+                    owner: dict, tasks: list[SegmentTask], deps: dict[str, set[str]], threads: int) -> None:
+    """One task for every pending block of a clip-scope or subject-scope stage: it runs once every
+    block of the clip (or of all the subject's clips) is finished upstream or computed in this run."""
+    works, layouts, done, clip_fps, fps = (plan_state[k] for k in ("works", "layouts", "done", "clip_fps", "fps"))
+    group = works[stage.name, key] if stage.scope == "subject" and works[stage.name, key] else (key,)
+    ups: set[str] = set()
+    for member in group:
+        n_blocks = layouts[stage.name, member].n_blocks
+        for dep in stage.requires:
+            finished = _finished_upstream(store, dep, member, order, done)
+            for b in range(n_blocks):
+                if (dep, member, b) in owner:
+                    ups.add(owner[dep, member, b])
+                elif b not in finished:
+                    plan_state["summary"].stages[stage.name].blocked += len(blocks)
+                    return
+    tid = f"{stage.name}:{key}:{blocks[0]}-{blocks[-1]}"
+    tasks.append(SegmentTask(tid, store.url, store.storage_options, stage.name, stage.config_dict(),
+                             clip_fps[stage.name, key], fps[stage.name], layouts[stage.name, key], tuple(blocks),
+                             works[stage.name, key], threads))
+    deps[tid] = ups
+    for b in blocks:
+        owner[stage.name, key, b] = tid
 
 
 def execute_plan(plan: Plan, cfg: PreprocessConfig, reporter: Reporter | None = None) -> RunSummary:

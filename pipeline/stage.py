@@ -80,6 +80,9 @@ class Stage(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # stages whose products this one reads
     products: ClassVar[tuple[str, ...]] = ()  # frame arrays this stage owns (cleared before a redo)
     sequential: ClassVar[bool] = False  # prefers long runs of blocks per task (decoders, trackers)
+    # "block": a block needs the same block upstream; "clip": every block of its clip upstream (one
+    # task per clip); "subject": every block of every clip of its subject in the run (see plan_work)
+    scope: ClassVar[str] = "block"
 
     def __init__(self, config: Any):
         self.config = config
@@ -90,6 +93,11 @@ class Stage(ABC):
     def check(self) -> None:
         """Driver side, before planning: raise a clear error when the backend cannot run here (e.g. a
         weight file is missing), so the run fails once instead of in every task."""
+
+    def plan_work(self, key: str, keys: list[str]) -> Any:
+        """Driver side: the payload a stage after ingest gets for clip `key`, given every clip of the
+        run (subject-scope stages: the subject's clips)."""
+        return None
 
     def clip_identity(self, work: Any) -> Any:
         """Data that, when it changes, makes a clip's finished blocks stale (besides the config)."""
@@ -110,7 +118,7 @@ class Stage(ABC):
 
 
 REGISTRY: dict[str, type[Stage]] = {}
-STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.crops")  # import = register
+STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops")  # import = register
 
 
 def load_stages() -> dict[str, type[Stage]]:

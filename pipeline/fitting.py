@@ -1,0 +1,303 @@
+"""Head pose, scale and 3D landmarks per frame, from the 2D landmarks of the calibrated views.
+
+    fit/pose        float32 [T, 4, 4]  head -> world rotation and translation (world = scale R x + t)
+    fit/scale       float32 [T]        head-frame (or model) units -> world units
+    fit/lmk3d       float32 [T, 68, 3] 3D landmarks, world (iBUG-68 order)
+    fit/residual    float32 [T, V]     median reprojection error of each view's landmarks, pixels (NaN: no face)
+    fit/ok          bool    [T]        the frame had enough landmarks to be fitted
+    fit/expression  float32 [T, E]     model backends: expression coefficients per frame
+    fit/identity    float32 [I]        model backends: the subject's identity coefficients (per clip copy)
+    fit/reference   float32 [68, 3]    triangulate: the subject's reference landmark set in the head frame
+
+Backends: `triangulate` (offline default, no model files: multi-view triangulation and a similarity fit
+of the subject's reference landmark set; one view: the mean template posed by perspective-n-point),
+`bfm2009`, `bfm2017`, `flame` (a morphable model fitted to all views of all frames at once).
+
+What is shared by a subject (identity and scale of a model, the reference landmark set) is fitted on
+frames sampled evenly from every clip of the subject in the run, so the stage runs per subject: its
+task for a clip waits for the landmarks of all the subject's clips, and adding a clip to a subject
+makes the subject's fits stale (refused unless --recompute). A task always solves its whole clip (the
+fit is batched over the clip's frames) and writes the blocks it was asked for; the result of a block
+does not depend on which task made it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets.store import LedgerItem, Store
+from model.fitting.geometry import apply_similarity, to_matrix
+from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
+
+BACKENDS = ("triangulate", "bfm2009", "bfm2017", "flame")
+MODEL_VARIABLES = {"bfm2009": "HEADFORGE_BFM2009", "bfm2017": "HEADFORGE_BFM2017", "flame": "HEADFORGE_FLAME"}
+LANDMARK_VARIABLES = {"bfm2017": "HEADFORGE_BFM2017_LANDMARKS", "flame": "HEADFORGE_FLAME_LANDMARKS"}
+
+
+@dataclass
+class FittingConfig:
+    backend: str = "triangulate"  # triangulate (no model files) | bfm2009 | bfm2017 | flame
+    model_path: str = ""  # model file; empty: $HEADFORGE_BFM2009 / $HEADFORGE_BFM2017 / $HEADFORGE_FLAME
+    landmarks_path: str = ""  # FLAME landmark embedding / BFM2017 68-point index file (or the env variable)
+    n_id: int = 0  # identity coefficients fitted (0: the model's default)
+    n_exp: int = 0  # expression coefficients fitted (0: the model's default)
+    min_confidence: float = 0.1  # detections below this confidence are ignored
+    robust: float = 0.02  # Cauchy scale of the reprojection error, fraction of a view's face size
+    outlier_view: float = 0.06  # views disagreeing by more than this (fraction of face size) are dropped
+    max_residual: float = 0.06  # views whose final median residual exceeds this fraction go to the ledger
+    min_views: int = 2  # frames seen with a face by fewer views are not fitted (one-view clips: 1)
+    identity_frames: int = 16  # frames per clip used to fit what the subject shares
+    rigid_iters: int = 300  # model backends: iteration cap of the rigid phase
+    full_iters: int = 500  # model backends: iteration cap of the full phase
+    tol: float = 1e-4  # model backends: relative loss change (over 20 iterations) that shrinks the step, then ends a phase
+    w_id: float = 1e-3  # model backends: identity prior weight
+    w_exp: float = 1e-3  # model backends: expression prior weight
+    temporal: float = 0.0  # model backends: smoothness of expression and pose between frames
+    device: str = "cpu"  # model backends: cpu | cuda
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"fitting backend must be one of {BACKENDS}, got {self.backend!r}")
+        # the file actually used is part of the config (and so of the fingerprint), not the variable
+        if self.backend in MODEL_VARIABLES and not self.model_path:
+            self.model_path = os.environ.get(MODEL_VARIABLES[self.backend], "")
+        if self.backend in LANDMARK_VARIABLES and not self.landmarks_path:
+            self.landmarks_path = os.environ.get(LANDMARK_VARIABLES[self.backend], "")
+
+    def settings(self):
+        from model.fitting.model_fit import FitSettings
+
+        return FitSettings(self.robust, self.outlier_view, self.min_confidence, self.rigid_iters, self.full_iters,
+                           self.tol, w_id=self.w_id, w_exp=self.w_exp, temporal=self.temporal, device=self.device)
+
+
+@dataclass
+class ClipInput:
+    """The landmarks and cameras of (some frames of) one clip."""
+
+    uv: np.ndarray  # [T, V, 68, 2]
+    conf: np.ndarray  # [T, V, 68]
+    K: np.ndarray  # [V, 3, 3]
+    E: np.ndarray  # [V, 4, 4]
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # store frame of each row
+
+
+def read_clip(group, frames: np.ndarray | None = None) -> ClipInput:
+    lmk = group["lmk2d"][:] if frames is None else group["lmk2d"].get_orthogonal_selection((frames,))
+    frames = np.arange(lmk.shape[0]) if frames is None else frames
+    return ClipInput(lmk[..., :2].astype(np.float64), lmk[..., 2].astype(np.float64),
+                     group["cameras/K"][:].astype(np.float64), group["cameras/world_to_cam"][:].astype(np.float64), frames)
+
+
+def sample_frames(conf: np.ndarray, k: int, min_conf: float) -> np.ndarray:
+    """Up to k frames spread evenly over the clip, among those seen with a face by the most views."""
+    views = (conf.mean(-1) >= min_conf).sum(1)  # [T]
+    candidates = np.flatnonzero(views >= max(1, views.max() // 2)) if views.max() > 0 else np.arange(len(views))
+    if len(candidates) <= k:
+        return candidates
+    return candidates[np.round(np.linspace(0, len(candidates) - 1, k)).astype(int)]
+
+
+def _pad_views(clips: list[ClipInput]) -> ClipInput:
+    """Concatenate the frames of several clips; views padded to the largest rig (padding has no weight)."""
+    V = max(c.uv.shape[1] for c in clips)
+    uv, conf, K, E = [], [], [], []
+    for c in clips:
+        T, v = c.uv.shape[:2]
+        pad = V - v
+        uv.append(np.pad(c.uv, ((0, 0), (0, pad), (0, 0), (0, 0))))
+        conf.append(np.pad(c.conf, ((0, 0), (0, pad), (0, 0))))
+        Kc = np.concatenate([c.K, np.repeat(c.K[:1], pad, 0)]) if pad else c.K
+        Ec = np.concatenate([c.E, np.repeat(c.E[:1], pad, 0)]) if pad else c.E
+        K.append(np.broadcast_to(Kc, (T,) + Kc.shape))
+        E.append(np.broadcast_to(Ec, (T,) + Ec.shape))
+    return ClipInput(np.concatenate(uv), np.concatenate(conf), np.concatenate(K), np.concatenate(E))
+
+
+@dataclass
+class ClipFit:
+    pose: np.ndarray  # [T, 4, 4]
+    scale: np.ndarray  # [T]
+    lmk3d: np.ndarray  # [T, 68, 3]
+    residual: np.ndarray  # [T, V]
+    ok: np.ndarray  # [T]
+    dropped: np.ndarray  # [T, V] views dropped as outliers
+    whole: dict[str, np.ndarray]
+    expression: np.ndarray | None = None  # [T, E]
+
+
+@register
+class FittingStage(Stage):
+    name = "fitting"
+    config_class = FittingConfig
+    version = "1"
+    requires = ("landmarks",)
+    scope = "subject"
+
+    @property
+    def products(self) -> tuple[str, ...]:  # type: ignore[override]
+        base = ("fit/pose", "fit/scale", "fit/lmk3d", "fit/residual", "fit/ok")
+        return base if self.config.backend == "triangulate" else base + ("fit/expression",)
+
+    def check(self) -> None:
+        if self.config.backend != "triangulate":
+            self.model()
+
+    def model(self):
+        from model.morphable import load_morphable_model
+
+        cfg = self.config
+        return load_morphable_model(cfg.backend, cfg.model_path, landmarks_path=cfg.landmarks_path,
+                                    n_id=cfg.n_id or None, n_exp=cfg.n_exp or None, device=cfg.device)
+
+    def plan_work(self, key: str, keys: list[str]) -> tuple[str, ...]:
+        subject = key.split("/")[0]
+        return tuple(sorted(k for k in keys if k.split("/")[0] == subject))
+
+    def clip_identity(self, work) -> tuple[str, ...] | None:
+        return work  # the subject's clips: a new one changes what the subject shares
+
+    def prepare(self, store: Store, layout: ClipLayout, work) -> None:
+        group = store.clip(layout.key)
+        fit = group.require_group("fit")
+        T, V, B = layout.n_frames, len(layout.views), layout.block_frames
+        store.ensure_frame_array(group, "fit/pose", (T, 4, 4), "float32", B)
+        store.ensure_frame_array(group, "fit/scale", (T,), "float32", B)
+        store.ensure_frame_array(group, "fit/lmk3d", (T, 68, 3), "float32", B)
+        store.ensure_frame_array(group, "fit/residual", (T, V), "float32", B)
+        store.ensure_frame_array(group, "fit/ok", (T,), "bool", B)
+        attrs = {"backend": self.config.backend,
+                 "convention": "world = scale * R @ x + t with [R t] = pose; x in the head frame (triangulate: "
+                               "metres of the template, x to the subject's left, y up, z out of the face) or "
+                               "model units (model backends)"}
+        for name in ("expression", "identity", "reference"):
+            if name in fit:
+                del fit[name]
+        if self.config.backend == "triangulate":
+            fit.create_array("reference", shape=(68, 3), dtype="float32", fill_value=0)
+        else:
+            model = self.model()
+            store.ensure_frame_array(group, "fit/expression", (T, model.n_exp), "float32", B)
+            fit.create_array("identity", shape=(model.n_id,), dtype="float32", fill_value=0)
+            attrs["model"] = model.describe()
+        fit.attrs.update(attrs)
+
+    # ------------------------------------------------------------------ worker side
+    def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
+        cfg, layout = self.config, ctx.layout
+        siblings = ctx.work or (layout.key,)
+        if cfg.backend != "triangulate":
+            import torch
+
+            torch.set_num_threads(max(1, ctx.threads))
+        clip = read_clip(ctx.group)
+        samples = []
+        for key in siblings:
+            g = ctx.store.clip(key)
+            conf = g["lmk2d"][..., 2]
+            samples.append(read_clip(g, sample_frames(conf, cfg.identity_frames, cfg.min_confidence)))
+        result = self._fit_triangulate(clip, samples) if cfg.backend == "triangulate" else \
+            self._fit_model(clip, samples)
+        for block in ctx.blocks:
+            t0, t1 = layout.frames(block)
+            frames = {"fit/pose": result.pose[t0:t1], "fit/scale": result.scale[t0:t1],
+                      "fit/lmk3d": result.lmk3d[t0:t1], "fit/residual": result.residual[t0:t1],
+                      "fit/ok": result.ok[t0:t1]}
+            if result.expression is not None:
+                frames["fit/expression"] = result.expression[t0:t1]
+            frames = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in frames.items()}
+            yield BlockOutput(block, frames, self._ledger(layout, block, clip, result), result.whole)
+
+    def _ledger(self, layout: ClipLayout, block: int, clip: ClipInput, result: ClipFit) -> list[LedgerItem]:
+        from model.fitting.triangulate import face_size_px
+
+        cfg = self.config
+        items = []
+        t0, t1 = layout.frames(block)
+        size = face_size_px(clip.uv, clip.conf, cfg.min_confidence)
+        for t in range(t0, t1):
+            frame = layout.frame_ids[t] if layout.frame_ids else t
+            if not result.ok[t]:
+                n = int((clip.conf[t].mean(-1) >= cfg.min_confidence).sum())
+                items.append(LedgerItem(self.name, layout.key, f"not fitted: a face in {n} view(s), "
+                                        f"at least {cfg.min_views} needed", frame=frame, block=block))
+                continue
+            for v, serial in enumerate(layout.views):
+                r = result.residual[t, v]
+                limit = cfg.max_residual * size[t, v]
+                if result.dropped[t, v] or (np.isfinite(r) and r > limit):
+                    items.append(LedgerItem(
+                        self.name, layout.key, f"landmarks disagree with the fit: median residual {r:.1f} px "
+                        f"(threshold {limit:.1f} px){'; view dropped' if result.dropped[t, v] else ''}",
+                        frame=frame, view=serial, block=block))
+        return items
+
+    def _fit_triangulate(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
+        from model.fitting.landmark_pose import reference_poses, reference_shape, template_poses
+        from model.fitting.template import IBUG68_TEMPLATE
+        from model.fitting.triangulate import reproject, triangulate
+
+        cfg = self.config
+        T, V = clip.uv.shape[:2]
+        tri_args = {"min_conf": cfg.min_confidence, "robust": cfg.robust, "outlier_view": cfg.outlier_view}
+        if V == 1:
+            poses = template_poses(clip.uv[:, 0], clip.conf[:, 0], clip.K[0], clip.E[0], IBUG68_TEMPLATE,
+                                   min_conf=cfg.min_confidence, robust=cfg.robust)
+            lmk3d = poses.posed_reference()
+            proj, _ = reproject(lmk3d, clip.K, clip.E)
+            residual = _median_residual(proj, clip, cfg.min_confidence)
+            return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d, residual, poses.ok,
+                           np.zeros((T, V), bool), {"fit/reference": IBUG68_TEMPLATE.astype(np.float32)})
+        # the subject's reference from the sampled frames of all its clips
+        pts, valid = [], []
+        for s in samples:
+            if s.uv.shape[1] >= 2:
+                tri_s = triangulate(s.uv, s.conf, s.K, s.E, **tri_args)
+                pts.append(tri_s.points)
+                valid.append(tri_s.valid)
+        reference = reference_shape(np.concatenate(pts), np.concatenate(valid), IBUG68_TEMPLATE) if pts \
+            else IBUG68_TEMPLATE
+        tri = triangulate(clip.uv, clip.conf, clip.K, clip.E, **tri_args)
+        poses = reference_poses(tri.points, tri.valid, reference)
+        seen = (clip.conf.mean(-1) >= cfg.min_confidence).sum(1)
+        ok = poses.ok & (seen >= cfg.min_views)
+        lmk3d = np.where(tri.valid[..., None], tri.points, poses.posed_reference())
+        lmk3d = np.where(ok[:, None, None], lmk3d, 0.0)
+        return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d,
+                       tri.view_residual, ok, tri.outlier_views, {"fit/reference": reference.astype(np.float32)})
+
+    def _fit_model(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
+        from model.fitting.model_fit import fit_model
+
+        cfg = self.config
+        model = self.model()
+        settings = cfg.settings()
+        T, V = clip.uv.shape[:2]
+        pooled = _pad_views(samples)
+        subject = fit_model(model, pooled.uv, pooled.conf, pooled.K, pooled.E, settings)
+        fit = fit_model(model, clip.uv, clip.conf, clip.K, clip.E, settings, identity=subject.identity,
+                        scale=subject.scale, fit_scale=False)
+        seen = (clip.conf.mean(-1) >= cfg.min_confidence).sum(1)
+        ok = fit.ok & (seen >= min(cfg.min_views, V))
+        return ClipFit(to_matrix(fit.rotation, fit.translation), np.full(T, fit.scale), fit.landmarks,
+                       fit.residual, ok, fit.outlier_views, {"fit/identity": subject.identity.astype(np.float32)},
+                       expression=fit.expression)
+
+
+def _median_residual(proj: np.ndarray, clip: ClipInput, min_conf: float) -> np.ndarray:
+    """proj [T, V, 68, 2] -> median pixel distance to the detections per view [T, V] (NaN: none)."""
+    import warnings
+
+    r = np.where(clip.conf >= min_conf, np.linalg.norm(proj - clip.uv, axis=-1), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(r, -1)
+
+
+def posed_points(pose: np.ndarray, scale: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """pose [T, 4, 4], scale [T], points [N, 3] or [T, N, 3] head frame -> [T, N, 3] world."""
+    return apply_similarity(scale, pose[:, :3, :3], pose[:, :3, 3], points if points.ndim == 3 else points[None])
