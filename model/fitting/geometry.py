@@ -4,6 +4,8 @@ rotation conversions and angle errors. numpy, batched over leading axes.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -42,25 +44,26 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = N
     """Similarity fit with Cauchy re-weighting (iteratively reweighted least squares), so a few points
     that moved (an open mouth, a wrong detection) do not tilt the pose.
 
-    c: residual scale of the Cauchy weights, in dst units; default 2.5 x the median residual of the
-    plain fit of each set. Returns (s, R, t, final weights [..., N])."""
+    c: residual scale of the Cauchy weights, in dst units; default 2.5 x the median residual of each set,
+    re-estimated every iteration (a scale taken once from the first, outlier-tilted fit would grow with
+    the outliers). Returns (s, R, t, final weights [..., N])."""
     w0 = np.ones(np.asarray(src).shape[:-1]) if w is None else np.asarray(w, np.float64)
-    s, R, t = similarity(src, dst, w0, scale)
-    scale_c = None
-    for _ in range(iters):
+
+    def weights(s, R, t):
         r = np.linalg.norm(apply_similarity(s, R, t, src) - dst, axis=-1)  # [..., N]
-        if scale_c is None:
-            if c is not None:
-                scale_c = np.full(r.shape[:-1], c)
-            else:
-                masked = np.where(w0 > 0, r, np.nan)
-                scale_c = 2.5 * np.maximum(np.nanmedian(masked, -1), 1e-9)
-                scale_c = np.nan_to_num(scale_c, nan=1.0)
-        wr = w0 / (1.0 + (r / scale_c[..., None]) ** 2)
-        s, R, t = similarity(src, dst, wr, scale)
-    r = np.linalg.norm(apply_similarity(s, R, t, src) - dst, axis=-1)
-    scale_c = np.ones(r.shape[:-1]) if scale_c is None else scale_c
-    return s, R, t, w0 / (1.0 + (r / scale_c[..., None]) ** 2)
+        if c is not None:
+            scale_c = np.full(r.shape[:-1], c)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a set with no weighted point
+                scale_c = 2.5 * np.nanmedian(np.where(w0 > 0, r, np.nan), -1)
+            scale_c = np.maximum(np.nan_to_num(scale_c, nan=1.0), 1e-9)
+        return w0 / (1.0 + (r / scale_c[..., None]) ** 2)
+
+    s, R, t = similarity(src, dst, w0, scale)
+    for _ in range(iters):
+        s, R, t = similarity(src, dst, weights(s, R, t), scale)
+    return s, R, t, weights(s, R, t)
 
 
 def apply_similarity(s: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.ndarray) -> np.ndarray:

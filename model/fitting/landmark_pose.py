@@ -9,6 +9,7 @@ with the template's metric size).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,15 +99,17 @@ def template_poses(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarra
     c = K[:2, 2]
     # start: facing the camera, at the depth where the template's width matches the detected width
     det = np.where((conf >= min_conf)[..., None], uv, np.nan)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames without a face: NaN, not ok
         width_px = np.nanmax(det[..., 0], 1) - np.nanmin(det[..., 0], 1)
+        height_px = np.nanmax(det[..., 1], 1) - np.nanmin(det[..., 1], 1)
         centre = np.nanmean(det, 1)
     width_m = template[:, 0].max() - template[:, 0].min()
     depth = np.where(width_px > 1, f[0] * width_m / np.maximum(width_px, 1), 1.0)
     cam_centre = np.concatenate([(np.nan_to_num(centre, nan=0.0) - c) / f * depth[:, None], depth[:, None]], 1)
     R_cam = np.tile(np.diag([1.0, -1.0, -1.0]), (T, 1, 1))  # head y up, z to the camera -> OpenCV camera
     t_cam = cam_centre - np.einsum("tij,j->ti", R_cam, template.mean(0))
-    size = np.nan_to_num(np.sqrt(width_px ** 2 + (np.nanmax(det[..., 1], 1) - np.nanmin(det[..., 1], 1)) ** 2), nan=1.0)
+    size = np.nan_to_num(np.sqrt(width_px ** 2 + height_px ** 2), nan=1.0)
     c_px = np.maximum(robust * size, 1.0)
     for _ in range(iters):
         cam = np.einsum("tij,lj->tli", R_cam, template) + t_cam[:, None]  # [T, L, 3]
