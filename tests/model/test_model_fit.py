@@ -135,3 +135,15 @@ def test_fit_runs_under_no_grad_free_defaults_on_cpu(models):
     assert fit.expression.shape == (2, model.n_exp) and fit.identity.shape == (model.n_id,)
     assert all(p.grad is None for p in model.parameters())
     assert torch.is_grad_enabled()
+
+
+def test_temporal_smoothness_reduces_frame_to_frame_jitter(models):
+    model, truth = models["bfm2009"]
+    world, R, K, E = _scene(model, truth, T=6, seed=11)
+    world = np.repeat(world[:1], 6, 0)  # a still head: every difference between frames is noise
+    uv, conf = _observe(world, K, E, noise_px=2.0, seed=12)
+    jitter = []
+    for temporal in (0.0, 10.0):
+        fit = fit_model(model, uv, conf, K, E, FitSettings(temporal=temporal))
+        jitter.append(np.abs(np.diff(fit.expression, axis=0)).mean())
+    assert jitter[1] < 0.5 * jitter[0], jitter
