@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.store import LedgerItem, Store
-from model.fitting.geometry import apply_similarity, to_matrix
+from model.fitting.geometry import to_matrix
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
 BACKENDS = ("triangulate", "bfm2009", "bfm2017", "flame")
@@ -297,7 +297,3 @@ def _median_residual(proj: np.ndarray, clip: ClipInput, min_conf: float) -> np.n
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(r, -1)
 
-
-def posed_points(pose: np.ndarray, scale: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """pose [T, 4, 4], scale [T], points [N, 3] or [T, N, 3] head frame -> [T, N, 3] world."""
-    return apply_similarity(scale, pose[:, :3, :3], pose[:, :3, 3], points if points.ndim == 3 else points[None])

@@ -22,6 +22,7 @@ from model.fitting.geometry import robust_similarity
 from model.fitting.landmark_pose import RIGID_WEIGHTS, template_poses
 from model.fitting.template import head_size
 from model.fitting.triangulate import face_size_px, triangulate
+from model.morphable.flame import axis_angle_to_matrix
 
 
 @dataclass
@@ -51,17 +52,6 @@ class ModelFit:
     outlier_views: np.ndarray  # [T, V] bool: dropped after the rigid phase
     ok: np.ndarray  # [T] bool: the frame had enough landmarks to be fitted
     iterations: dict = field(default_factory=dict)  # phase -> iterations run
-
-
-def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
-    """[..., 3] axis-angle -> [..., 3, 3]; smooth at zero."""
-    theta2 = (aa * aa).sum(-1, keepdim=True)[..., None] + 1e-16
-    theta = theta2.sqrt()
-    x, y, z = aa.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(aa.shape[:-1] + (3, 3))
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return eye + torch.sin(theta) / theta * K + (1 - torch.cos(theta)) / theta2 * (K @ K)
 
 
 def _per_frame_cameras(K: np.ndarray, E: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +150,7 @@ def fit_model(model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndar
 
     def world_landmarks(use_exp: bool) -> torch.Tensor:
         lm = model.landmarks(idc[None].expand(T, -1), exp if use_exp else torch.zeros_like(exp))  # [T, 68, 3]
-        R = _rodrigues(rot) @ R0t
+        R = axis_angle_to_matrix(rot) @ R0t
         return s_init * torch.exp(log_s) * (lm @ R.transpose(1, 2)) + (t0t + unit * trans)[:, None]
 
     def residuals(X: torch.Tensor) -> torch.Tensor:
@@ -236,7 +226,7 @@ def fit_model(model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndar
         detected = torch.as_tensor(conf >= settings.min_confidence, device=dev)
         r_px = torch.where(detected, r_px, torch.full_like(r_px, float("nan")))
         residual = torch.nanmedian(r_px, dim=-1).values
-        R = (_rodrigues(rot) @ R0t).double().cpu().numpy()
+        R = (axis_angle_to_matrix(rot) @ R0t).double().cpu().numpy()
         t = (t0t + unit * trans).double().cpu().numpy()
         s = s_init * float(torch.exp(log_s))
     return ModelFit(idc.detach().cpu().numpy().astype(np.float32), exp.detach().cpu().numpy().astype(np.float32),
