@@ -32,11 +32,11 @@ $(DEMO_RAW):
 
 demo: install $(DEMO_RAW)
 	$(PY) cli.py preprocess nersemble --root $(DEMO_RAW) --store $(DEMO_STORE) \
-		--stages ingest,matting,landmarks,fitting,crops --workers 2 $(ARGS)
+		--stages ingest,matting,landmarks,fitting,crops,synthesis --workers 2 $(ARGS)
 	$(PY) cli.py info $(DEMO_STORE)
 	$(PY) cli.py inspect $(DEMO_STORE) --out inspect/demo
 
-STAGES ?= ingest,matting,landmarks,fitting,crops
+STAGES ?= ingest,matting,landmarks,fitting,crops,synthesis
 
 preprocess: install
 	$(PY) cli.py preprocess $(DATASET) --root $(ROOT) --store $(STORE) --stages $(STAGES) $(ARGS)
@@ -46,6 +46,7 @@ bench: install
 	$(PY) benchmarks/bench_stages.py
 	$(PY) benchmarks/bench_mesh_render.py
 	$(PY) benchmarks/bench_fitting.py
+	$(PY) benchmarks/bench_synthesis.py
 
 clean:
 	rm -rf $(DEMO_STORE) $(DEMO_RAW) inspect/demo

@@ -39,7 +39,10 @@ def _fail(message: str, code: int = 2) -> None:
     python cli.py preprocess nersemble --root /data/nersemble --store stores/nersemble.zarr \\
         --stride 3 --exclude '*tongue*' --exclude GLASSES --exclude FREE --workers 8
 
-    python cli.py preprocess nersemble --root data/demo --stages ingest,matting,landmarks,fitting,crops
+    python cli.py preprocess nersemble --root data/demo --stages ingest,matting,landmarks,fitting,crops,synthesis
+
+    LIVEPORTRAIT_DIR=/opt/LivePortrait python cli.py preprocess nersemble --root /data/nersemble \
+        --stages synthesis --synthesis liveportrait --device cuda --synth-source stores/vfhq.zarr --recompute
 
     python cli.py preprocess nersemble --root data/demo --stages fitting --fit flame --recompute \
         --model /models/flame2023.pkl --model-landmarks /models/landmark_embedding.npy
@@ -86,6 +89,13 @@ def preprocess(
     model_landmarks: Optional[str] = typer.Option(None, help="FLAME landmark embedding or BFM2017 68-index file "
                                                              "($HEADFORGE_FLAME_LANDMARKS, $HEADFORGE_BFM2017_LANDMARKS)."),
     crop_kind: Optional[str] = typer.Option(None, help="Crops: face (tight) or head (FFHQ-style)."),
+    synthesis: Optional[str] = typer.Option(None, help="Expression synthesis backend: warp (no model files), "
+                                                       "liveportrait."),
+    liveportrait_dir: Optional[str] = typer.Option(None, help="LivePortrait checkout with its pretrained_weights "
+                                                              "(default: $LIVEPORTRAIT_DIR)."),
+    synth_source: Optional[str] = typer.Option(None, help="Store whose subjects lend their faces to the synthesis "
+                                                          "(default: the other subjects of this store)."),
+    synth_images: Optional[int] = typer.Option(None, help="Synthesized images per frame [2]."),
     setting: list[str] = typer.Option([], "--set", help="Any stage setting, STAGE.FIELD=VALUE (repeatable), "
                                                        "e.g. --set landmarks.mode=static"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config; options given here win."),
@@ -94,7 +104,8 @@ def preprocess(
     """Run preprocessing stages over a raw capture into a Zarr store (resumable: rerun to continue).
 
     Stages: ingest (decode, crop, resize, cameras), matting (alpha), landmarks (2D, 68 + detector's set),
-    fitting (head pose, scale, 3D landmarks; morphable model parameters), crops (face crops, face masks)."""
+    fitting (head pose, scale, 3D landmarks; morphable model parameters), crops (face crops, face masks),
+    synthesis (the frame's expression on other identities)."""
     from datasets.names import InvalidNameError
     from datasets.store import StoreError
     from pipeline.config import PreprocessConfig, apply_overrides, apply_settings, load_toml
@@ -118,6 +129,8 @@ def preprocess(
         apply_overrides(cfg.stage_config("fitting"), backend=fit, model_path=model, landmarks_path=model_landmarks,
                         device=device)
         apply_overrides(cfg.stage_config("crops"), kind=crop_kind)
+        apply_overrides(cfg.stage_config("synthesis"), backend=synthesis, liveportrait_dir=liveportrait_dir,
+                        source_store=synth_source, images=synth_images, device=device)
         apply_settings(cfg, list(setting))
     except (ValueError, OSError) as e:
         _fail(str(e))

@@ -48,7 +48,8 @@ def scene(model, truth, T: int, seed: int = 0):
 def accuracy(fit_R, fit_lmk, R, world) -> str:
     pose = rotation_angle_deg(fit_R, R)
     lmk = np.linalg.norm(fit_lmk - world, axis=-1) / head_size(world[0]) * 100
-    return f"pose error mean {pose.mean():.3f} max {pose.max():.3f} deg, landmarks mean {lmk.mean():.3f}% max {lmk.max():.3f}%"
+    return (f"pose error mean {pose.mean():.3f} max {pose.max():.3f} deg, "
+            f"landmarks mean {lmk.mean():.3f}% max {lmk.max():.3f}%")
 
 
 def main() -> None:
@@ -59,7 +60,8 @@ def main() -> None:
     parser.add_argument("--rigid", type=int, default=200, help="rigid-phase iterations")
     parser.add_argument("--full", type=int, default=600, help="full-phase iterations")
     args = parser.parse_args()
-    settings = FitSettings(tol=0.0, rigid_iters=args.rigid, full_iters=args.full, device=args.device)  # fixed iterations
+    # fixed iterations and step schedule (tol 0), the same for both ways
+    settings = FitSettings(tol=0.0, rigid_iters=args.rigid, full_iters=args.full, device=args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"{args.frames} frames x 16 views, {settings.rigid_iters} + {settings.full_iters} iterations per fit")
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +84,10 @@ def main() -> None:
             per_R = np.concatenate([s.rotation for s in single])
             per_lmk = np.concatenate([s.landmarks for s in single])
             print(f"\n{kind} ({model.n_id} identity, {model.n_exp} expression coefficients)")
-            print(f"  batched      {1000 * t_batched / args.frames:8.1f} ms/frame  {accuracy(batched.rotation, batched.landmarks, R, world)}")
-            print(f"  frame by frame {1000 * t_single / args.frames:6.1f} ms/frame  {accuracy(per_R, per_lmk, R, world)}")
+            print(f"  batched        {1000 * t_batched / args.frames:8.1f} ms/frame  "
+                  f"{accuracy(batched.rotation, batched.landmarks, R, world)}")
+            print(f"  frame by frame {1000 * t_single / args.frames:8.1f} ms/frame  "
+                  f"{accuracy(per_R, per_lmk, R, world)}")
             print(f"  batched / frame-by-frame speed: {t_single / t_batched:.1f}x")
 
 

@@ -154,7 +154,7 @@ class FittingStage(Stage):
         return load_morphable_model(cfg.backend, cfg.model_path, landmarks_path=cfg.landmarks_path,
                                     n_id=cfg.n_id or None, n_exp=cfg.n_exp or None, device=cfg.device)
 
-    def plan_work(self, key: str, keys: list[str]) -> tuple[str, ...]:
+    def plan_work(self, store: Store, key: str, keys: list[str]) -> tuple[str, ...]:
         subject = key.split("/")[0]
         return tuple(sorted(k for k in keys if k.split("/")[0] == subject))
 

@@ -95,6 +95,34 @@ def fit_projections(g, t: int, mesh=None) -> tuple[np.ndarray | None, np.ndarray
     return fitted, edges
 
 
+def synth_row(store: Store, g, t: int, cell: int, width: int) -> np.ndarray:
+    """Frame t's expression synthesis: the driving face crop, then per synthesized image its source's
+    face crop and the result, padded to `width`."""
+    from pipeline.backends.face_align import face_transform, warp
+
+    def crop(group, f: int, v: int) -> np.ndarray:
+        image = warp(group["rgb"][f, v], face_transform(group["lmk2d"][f, v], 256), 256)
+        return np.ascontiguousarray(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
+
+    blank = np.zeros((cell, cell, 3), np.uint8)
+    v = int(g["synth_view"][t])
+    cells = [_label(crop(g, t, v), "driving") if v >= 0 else _label(blank.copy(), "no frontal view")]
+    pool = g["synth"].attrs["pool"]
+    stores: dict[str, Store] = {}
+    for s in range(g["synth"].shape[1]):
+        if not g["synth_ok"][t, s]:
+            cells += [blank, blank]
+            continue
+        p, f, sv = (int(x) for x in g["synth_source"][t, s])
+        url, key = pool[p]
+        source_store = store if not url else stores.setdefault(url, Store(url, store.storage_options, mode="r"))
+        result = np.ascontiguousarray(cv2.resize(g["synth"][t, s], (cell, cell), interpolation=cv2.INTER_AREA))
+        cells += [_label(crop(source_store.clip(key), f, sv), f"source {key.split('/')[0]}"),
+                  _label(result, f"synth {s}")]
+    row = np.concatenate(cells, 1)[:, :width]
+    return np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)))
+
+
 def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | int = 8, cell: int = 192) -> np.ndarray:
     """uint8 [H, W, 3] RGB sheet of one clip."""
     g = store.clip(clip)
@@ -104,6 +132,7 @@ def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | i
     vs = _pick(V, views) if isinstance(views, int) else [v for v in views if v < V]
     has = {name: name in g for name in ("alpha", "lmk2d", "face_box", "face_crop", "face_mask", "crop_ok")}
     has_fit = "fit" in g and "ok" in g["fit"]
+    has_synth = "synth" in g
     mesh = fit_mesh(g) if has_fit else None
     rows = []
     for t in _pick(T, frames):
@@ -129,6 +158,8 @@ def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | i
                 bottom.append(np.concatenate([_label(np.ascontiguousarray(crop), "crop"),
                                               _label(np.ascontiguousarray(nonface), "non-face")], 1))
             rows.append(np.concatenate([np.pad(b, ((0, 0), (0, cell - b.shape[1]), (0, 0))) for b in bottom], 1))
+        if has_synth:
+            rows.append(synth_row(store, g, t, cell, rows[0].shape[1]))
     sheet = np.concatenate(rows, 0)
     header = np.full((24, sheet.shape[1], 3), 30, np.uint8)
     cv2.putText(header, f"{store.url}  {clip}  ({T} frames x {V} views)", (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5,

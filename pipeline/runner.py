@@ -190,7 +190,7 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         stats = summary.stages.setdefault(stage.name, StageSummary())
         record = store.stage_record(stage.name)
         for key, raw_work in works.items():
-            work = raw_work if stage.name == "ingest" else stage.plan_work(key, list(works))
+            work = raw_work if stage.name == "ingest" else stage.plan_work(store, key, list(works))
             stage_works[stage.name, key] = work
             layout = clip_layouts[key]
             clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
@@ -198,7 +198,7 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
             # blocks an upstream stage of this run redoes must be redone here too (all of them when the
             # stage reads the whole clip or the whole subject)
-            members = (work or (key,)) if stage.scope == "subject" else (key,)
+            members = stage.scope_members(key, work)
             for dep in stage.requires:
                 if stage.scope == "block":
                     current -= set(todo.get((dep, key), ()))
@@ -231,7 +231,8 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             store.prepare_meta(stage.name, key)
             for downstream in dependents(stage.name):
                 scope = load_stages()[downstream].scope
-                # a subject-scope stage reads every clip of the subject: all of them are out of date
+                # a subject-scope stage reads every clip of the subject: all of them are out of date (a
+                # group-scope stage's own clip is; the clips it only takes sources from are not tracked)
                 keys = [k for k in works if k.split("/")[0] == key.split("/")[0]] if scope == "subject" else [key]
                 for k in keys:
                     for b in store.markers(downstream, k):
@@ -251,8 +252,8 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
 
 def _finished_upstream(store: Store, dep: str, key: str, order: list[str], done: dict) -> set[int]:
     """Blocks of an upstream stage that are finished under its current config."""
-    if dep in order:
-        return done.get((dep, key), set())
+    if (dep, key) in done:  # planned in this run
+        return done[dep, key]
     record = store.stage_record(dep) or {}
     return {b for b, m in store.markers(dep, key).items() if m.stage_fingerprint == record.get("fingerprint")}
 
@@ -305,10 +306,11 @@ def _add_group_task(stage: Stage, key: str, blocks: list[int], plan_state: dict,
     """One task for every pending block of a clip-scope or subject-scope stage: it runs once every
     block of the clip (or of all the subject's clips) is finished upstream or computed in this run."""
     works, layouts, done, clip_fps, fps = (plan_state[k] for k in ("works", "layouts", "done", "clip_fps", "fps"))
-    group = works[stage.name, key] if stage.scope == "subject" and works[stage.name, key] else (key,)
+    group = stage.scope_members(key, works[stage.name, key])
     ups: set[str] = set()
     for member in group:
-        n_blocks = layouts[stage.name, member].n_blocks
+        layout = layouts.get((stage.name, member)) or ClipLayout.from_group(store.clip(member))
+        n_blocks = layout.n_blocks
         for dep in stage.requires:
             finished = _finished_upstream(store, dep, member, order, done)
             for b in range(n_blocks):

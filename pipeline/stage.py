@@ -81,7 +81,8 @@ class Stage(ABC):
     products: ClassVar[tuple[str, ...]] = ()  # frame arrays this stage owns (cleared before a redo)
     sequential: ClassVar[bool] = False  # prefers long runs of blocks per task (decoders, trackers)
     # "block": a block needs the same block upstream; "clip": every block of its clip upstream (one
-    # task per clip); "subject": every block of every clip of its subject in the run (see plan_work)
+    # task per clip); "subject": every block of every clip of its subject in the run; "group": every
+    # block of the clips `scope_members` names (e.g. the clips it takes source images from)
     scope: ClassVar[str] = "block"
 
     def __init__(self, config: Any):
@@ -94,10 +95,14 @@ class Stage(ABC):
         """Driver side, before planning: raise a clear error when the backend cannot run here (e.g. a
         weight file is missing), so the run fails once instead of in every task."""
 
-    def plan_work(self, key: str, keys: list[str]) -> Any:
-        """Driver side: the payload a stage after ingest gets for clip `key`, given every clip of the
-        run (subject-scope stages: the subject's clips)."""
+    def plan_work(self, store: Store, key: str, keys: list[str]) -> Any:
+        """Driver side: the payload a stage after ingest gets for clip `key`, given the store and every
+        clip of the run (subject-scope stages: the subject's clips)."""
         return None
+
+    def scope_members(self, key: str, work: Any) -> tuple[str, ...]:
+        """Clips of the run whose upstream results the task for `key` reads (scopes other than block)."""
+        return tuple(work) if self.scope == "subject" and work else (key,)
 
     def clip_identity(self, work: Any) -> Any:
         """Data that, when it changes, makes a clip's finished blocks stale (besides the config)."""
@@ -118,7 +123,8 @@ class Stage(ABC):
 
 
 REGISTRY: dict[str, type[Stage]] = {}
-STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops")  # import = register
+STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops",
+                 "pipeline.synthesis")  # import = register
 
 
 def load_stages() -> dict[str, type[Stage]]:

@@ -1,0 +1,56 @@
+"""Expressions as landmark displacements in the head frame, and their transfer to another face.
+
+The fitting stage gives, per frame, 3D landmarks and the head pose and scale; in the head frame
+(pose and scale removed) a frame's landmarks minus its subject's neutral landmarks is its expression,
+independent of where the head was. Normalised by the inter-ocular distance it transfers to a face of
+another size; projected through the source's pose and camera it becomes a 2D displacement of the
+source's detected landmarks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.cameras import project
+from pipeline.backends.face_align import apply
+
+EXPRESSIVE = np.r_[17:27, 36:48, 48:68]  # brows, eyes, mouth: where a neutral face differs from others
+
+
+def local_landmarks(lmk3d: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """World landmarks [T, 68, 3] -> head frame [T, 68, 3] (pose [T, 4, 4], scale [T] removed)."""
+    R, t = pose[:, :3, :3].astype(np.float64), pose[:, :3, 3].astype(np.float64)
+    return np.einsum("tji,tlj->tli", R, lmk3d - t[:, None]) / np.asarray(scale, np.float64)[:, None, None]
+
+
+def inter_ocular(shape: np.ndarray) -> float:
+    """Distance between the eye centres of landmarks [68, 2|3]."""
+    return float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
+
+
+def neutral_shape(local: np.ndarray, fraction: float = 0.2) -> np.ndarray:
+    """The subject's neutral landmarks [68, 3]: the mean of its least expressive frames (local [N, 68, 3],
+    head frame): those whose brows, eyes and mouth are nearest the per-point median."""
+    median = np.median(local, 0)
+    energy = np.linalg.norm(local[:, EXPRESSIVE] - median[EXPRESSIVE], axis=-1).mean(1)  # [N]
+    k = max(1, int(round(fraction * len(local))))
+    return local[np.argsort(energy, kind="stable")[:k]].mean(0)
+
+
+def target_points(source_points: np.ndarray, source_local: np.ndarray, source_neutral: np.ndarray,
+                  driving_local: np.ndarray, driving_neutral: np.ndarray, pose: np.ndarray, scale: float,
+                  K: np.ndarray, E: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """Where the source's landmarks go to wear the driving expression.
+
+    source_points [68, 2]: detected, in source crop pixels; source_local [68, 3]: the source frame's
+    landmarks in its head frame; source_neutral, driving_local, driving_neutral [68, 3] head frames;
+    pose [4, 4], scale: the source frame's; K [3, 3], E [4, 4]: its camera; crop [2, 3]: image -> crop.
+    -> [68, 2] crop pixels."""
+    expression = (driving_local - driving_neutral) / inter_ocular(driving_neutral) * inter_ocular(source_neutral)
+    goal = source_neutral + expression
+
+    def to_crop(local: np.ndarray) -> np.ndarray:
+        world = scale * local @ pose[:3, :3].T + pose[:3, 3]
+        return apply(crop, project(world, K, E))
+
+    return source_points[:, :2] + to_crop(goal) - to_crop(source_local)
