@@ -275,3 +275,15 @@ def test_liveportrait_without_a_checkout_fails_before_any_work(synthesized, tmp_
     with pytest.raises(MissingWeightsError, match="LIVEPORTRAIT_DIR"):
         preprocess(_config(path, synthesized[0], ["synthesis"], backend="liveportrait"))
     assert Store(path, mode="r").markers("synthesis", CLIPS[0]) == {}
+
+
+def test_frontal_views_from_a_camera_list(synthesized, tmp_path):
+    """With a camera list the first listed camera that sees a face drives, whatever the head pose."""
+    path = str(tmp_path / "s.zarr")
+    shutil.copytree(synthesized[1], path)
+    g = Store(path, mode="r").clip(CLIPS[0])
+    serials = list(g.attrs["views"])
+    preprocess(_config(path, synthesized[0], ["synthesis"], frontal_views=[serials[5], serials[8]], images=1))
+    seen = g["lmk2d"][..., 2].mean(-1) >= 0.1  # [T, V]
+    expected = np.where(seen[:, 5], 5, np.where(seen[:, 8], 8, -1))
+    assert np.array_equal(g["synth_view"][:], expected)
