@@ -53,7 +53,7 @@ class FittingConfig:
     identity_frames: int = 16  # frames per clip used to fit what the subject shares
     rigid_iters: int = 300  # model backends: iteration cap of the rigid phase
     full_iters: int = 500  # model backends: iteration cap of the full phase
-    tol: float = 1e-4  # model backends: relative loss change (over 20 iterations) that shrinks the step, then ends a phase
+    tol: float = 1e-4  # model backends: relative loss change over 20 iterations that shrinks the step (4x: phase ends)
     w_id: float = 1e-3  # model backends: identity prior weight
     w_exp: float = 1e-3  # model backends: expression prior weight
     temporal: float = 0.0  # model backends: smoothness of expression and pose between frames
@@ -89,8 +89,8 @@ class ClipInput:
 def read_clip(group, frames: np.ndarray | None = None) -> ClipInput:
     lmk = group["lmk2d"][:] if frames is None else group["lmk2d"].get_orthogonal_selection((frames,))
     frames = np.arange(lmk.shape[0]) if frames is None else frames
-    return ClipInput(lmk[..., :2].astype(np.float64), lmk[..., 2].astype(np.float64),
-                     group["cameras/K"][:].astype(np.float64), group["cameras/world_to_cam"][:].astype(np.float64), frames)
+    K, E = group["cameras/K"][:].astype(np.float64), group["cameras/world_to_cam"][:].astype(np.float64)
+    return ClipInput(lmk[..., :2].astype(np.float64), lmk[..., 2].astype(np.float64), K, E, frames)
 
 
 def sample_frames(conf: np.ndarray, k: int, min_conf: float) -> np.ndarray:
@@ -148,6 +148,12 @@ class FittingStage(Stage):
             self.model()
 
     def model(self):
+        """The morphable model, loaded once per stage object (check, prepare of every clip, the task)."""
+        if getattr(self, "_model", None) is None:
+            self._model = self._load_model()
+        return self._model
+
+    def _load_model(self):
         from model.morphable import load_morphable_model
 
         cfg = self.config
@@ -202,6 +208,9 @@ class FittingStage(Stage):
             samples.append(read_clip(g, sample_frames(conf, cfg.identity_frames, cfg.min_confidence)))
         result = self._fit_triangulate(clip, samples) if cfg.backend == "triangulate" else \
             self._fit_model(clip, samples)
+        from model.fitting.triangulate import face_size_px
+
+        size = face_size_px(clip.uv, clip.conf, cfg.min_confidence)  # [T, V] for the ledger's thresholds
         for block in ctx.blocks:
             t0, t1 = layout.frames(block)
             frames = {"fit/pose": result.pose[t0:t1], "fit/scale": result.scale[t0:t1],
@@ -210,15 +219,13 @@ class FittingStage(Stage):
             if result.expression is not None:
                 frames["fit/expression"] = result.expression[t0:t1]
             frames = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in frames.items()}
-            yield BlockOutput(block, frames, self._ledger(layout, block, clip, result), result.whole)
+            yield BlockOutput(block, frames, self._ledger(layout, block, clip, result, size), result.whole)
 
-    def _ledger(self, layout: ClipLayout, block: int, clip: ClipInput, result: ClipFit) -> list[LedgerItem]:
-        from model.fitting.triangulate import face_size_px
-
+    def _ledger(self, layout: ClipLayout, block: int, clip: ClipInput, result: ClipFit, size: np.ndarray
+                ) -> list[LedgerItem]:
         cfg = self.config
         items = []
         t0, t1 = layout.frames(block)
-        size = face_size_px(clip.uv, clip.conf, cfg.min_confidence)
         for t in range(t0, t1):
             frame = layout.frame_ids[t] if layout.frame_ids else t
             if not result.ok[t]:
@@ -239,7 +246,7 @@ class FittingStage(Stage):
     def _fit_triangulate(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
         from model.fitting.landmark_pose import reference_poses, reference_shape, template_poses
         from model.fitting.template import IBUG68_TEMPLATE
-        from model.fitting.triangulate import reproject, triangulate
+        from model.fitting.triangulate import triangulate, view_residuals
 
         cfg = self.config
         T, V = clip.uv.shape[:2]
@@ -248,8 +255,7 @@ class FittingStage(Stage):
             poses = template_poses(clip.uv[:, 0], clip.conf[:, 0], clip.K[0], clip.E[0], IBUG68_TEMPLATE,
                                    min_conf=cfg.min_confidence, robust=cfg.robust)
             lmk3d = poses.posed_reference()
-            proj, _ = reproject(lmk3d, clip.K, clip.E)
-            residual = _median_residual(proj, clip, cfg.min_confidence)
+            _, residual = view_residuals(lmk3d, clip.uv, clip.conf >= cfg.min_confidence, clip.K, clip.E)
             return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d, residual, poses.ok,
                            np.zeros((T, V), bool), {"fit/reference": IBUG68_TEMPLATE.astype(np.float32)})
         # the subject's reference from the sampled frames of all its clips
@@ -286,14 +292,4 @@ class FittingStage(Stage):
         return ClipFit(to_matrix(fit.rotation, fit.translation), np.full(T, fit.scale), fit.landmarks,
                        fit.residual, ok, fit.outlier_views, {"fit/identity": subject.identity.astype(np.float32)},
                        expression=fit.expression)
-
-
-def _median_residual(proj: np.ndarray, clip: ClipInput, min_conf: float) -> np.ndarray:
-    """proj [T, V, 68, 2] -> median pixel distance to the detections per view [T, V] (NaN: none)."""
-    import warnings
-
-    r = np.where(clip.conf >= min_conf, np.linalg.norm(proj - clip.uv, axis=-1), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(r, -1)
 

@@ -130,6 +130,13 @@ class SynthesisStage(Stage):
     products = ("synth", "synth_source", "synth_view", "synth_ok")
     scope = "group"  # reads the subject's other clips (neutral face) and the pool's clips
 
+    def _fitted(self, store: Store) -> list[str]:
+        """fitted_clips of a store, listed once per stage object (planning asks for every clip)."""
+        cache = self.__dict__.setdefault("_fitted_cache", {})
+        if store.url not in cache:
+            cache[store.url] = fitted_clips(store)
+        return cache[store.url]
+
     def check(self) -> None:
         cfg = self.config
         if cfg.backend == "liveportrait":
@@ -137,19 +144,20 @@ class SynthesisStage(Stage):
 
             find_checkout(cfg.liveportrait_dir)
         if cfg.source_store:
-            src = Store(cfg.source_store, mode="r")
-            if not fitted_clips(src):
+            if not self._fitted(Store(cfg.source_store, mode="r")):
                 raise ValueError(f"source store {cfg.source_store} has no clip with finished landmarks and fitting; "
                                  "run `cli.py preprocess ... --stages landmarks,fitting` on it first")
 
     def plan_work(self, store: Store, key: str, keys: list[str]) -> dict:
         cfg = self.config
         if cfg.source_store:
-            pool = [[cfg.source_store, k] for k in fitted_clips(Store(cfg.source_store, mode="r"))]
+            pool = [[cfg.source_store, k] for k in self._fitted(Store(cfg.source_store, mode="r"))]
         else:
-            ready = set(keys) | set(fitted_clips(store))
+            ready = set(keys) | set(self._fitted(store))
             pool = [["", k] for k in sorted(ready) if _subject(k) != _subject(key)]
-        subject = sorted(k for k in set(keys) | set(store.clips()) if _subject(k) == _subject(key))
+        cache = self.__dict__.setdefault("_clips_cache", {})
+        in_store = cache.setdefault(store.url, store.clips())
+        subject = sorted(k for k in set(keys) | set(in_store) if _subject(k) == _subject(key))
         return {"pool": pool, "subject": subject}
 
     def scope_members(self, key: str, work) -> tuple[str, ...]:

@@ -58,3 +58,15 @@ def ingest_config(store: str, root: str, dataset: str = "nersemble", workers: in
     ing.__post_init__()
     return cfg
 
+
+
+def run_config(store: str, root: str, stages: list[str], block_frames: int, stage: str = "", **settings
+               ) -> PreprocessConfig:
+    """ingest_config running `stages`, with `settings` of one `stage` applied (and re-validated)."""
+    from pipeline.config import apply_overrides
+
+    cfg = ingest_config(store, root, block_frames=block_frames)
+    cfg.stages = stages
+    if stage:
+        apply_overrides(cfg.stage_config(stage), **settings)
+    return cfg

@@ -102,10 +102,13 @@ def initial_poses(mean_lmk: np.ndarray, uv: np.ndarray, conf: np.ndarray, K: np.
     best = np.argmax((conf >= settings.min_confidence).sum(-1), 1)  # per frame the view with most landmarks
     for v in np.unique(best):
         frames = np.flatnonzero(best == v)
-        for t_i in frames:  # cameras may differ per frame
-            p = template_poses(uv[t_i:t_i + 1, v], conf[t_i:t_i + 1, v], K[t_i, v], E[t_i, v], mean_lmk * scale,
+        f0 = frames[0]
+        same = np.allclose(K[frames, v], K[f0, v]) and np.allclose(E[frames, v], E[f0, v])
+        # one batched solve per camera; frame by frame only when the camera changes between frames
+        for group in [frames] if same else np.split(frames, len(frames)):
+            p = template_poses(uv[group, v], conf[group, v], K[group[0], v], E[group[0], v], mean_lmk * scale,
                                min_conf=settings.min_confidence, robust=settings.robust)
-            R[t_i], t[t_i], ok[t_i] = p.rotation[0], p.translation[0], p.ok[0]
+            R[group], t[group], ok[group] = p.rotation, p.translation, p.ok
     return s, R, t, ok, np.zeros((T, V), bool)
 
 
@@ -172,7 +175,8 @@ def fit_model(model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndar
             loss = loss + T * settings.w_id * (idc ** 2).sum()
         if settings.temporal > 0 and T > 1:
             smooth = ((exp[1:] - exp[:-1]) / exp_scale).pow(2).sum(-1) if use_exp else 0
-            smooth = smooth + ((rot[1:] - rot[:-1]).pow(2).sum(-1) + (trans[1:] - trans[:-1]).pow(2).sum(-1)) / 0.01 ** 2
+            motion = (rot[1:] - rot[:-1]).pow(2).sum(-1) + (trans[1:] - trans[:-1]).pow(2).sum(-1)
+            smooth = smooth + motion / 0.01 ** 2
             loss = loss + settings.temporal * smooth.sum()
         return loss
 

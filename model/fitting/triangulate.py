@@ -31,7 +31,7 @@ def face_size_px(uv: np.ndarray, conf: np.ndarray, min_conf: float) -> np.ndarra
     return np.nan_to_num(size, nan=0.0)
 
 
-def _view_residuals(points: np.ndarray, uv: np.ndarray, detected: np.ndarray, K: np.ndarray, E: np.ndarray
+def view_residuals(points: np.ndarray, uv: np.ndarray, detected: np.ndarray, K: np.ndarray, E: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Residual of every detection [T, V, L] and each view's median [T, V], pixels (NaN: none)."""
     proj, _ = reproject(points, K, E)
@@ -124,7 +124,7 @@ def triangulate(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarray, 
     points = dlt(uv, w, K, E)
     for attempt in range(2):
         points, _ = refine(points, uv, w, K, E, c_px, iters)
-        _, view_res = _view_residuals(points, uv, w > 0, K, E)
+        _, view_res = view_residuals(points, uv, w > 0, K, E)
         bad = (view_res > outlier_view * np.maximum(size, 1.0)) & ~outliers
         if attempt == 1 or not bad.any():
             break
@@ -135,5 +135,5 @@ def triangulate(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarray, 
     n_views = (w > 0).sum(1)
     valid = (n_views >= 2) & np.isfinite(points).all(-1)
     points = np.where(valid[..., None], points, np.nan)
-    residual, view_res = _view_residuals(points, uv, detected, K, E)
+    residual, view_res = view_residuals(points, uv, detected, K, E)
     return Triangulation(points, valid, n_views, residual, view_res, outliers)

@@ -16,20 +16,14 @@ from model.fitting.landmark_pose import reference_poses, reference_shape
 from model.fitting.template import IBUG68_TEMPLATE, head_size
 from pipeline.backends.weights import MissingWeightsError
 from pipeline.runner import RefusedError, plan_run, preprocess
-from tests.helpers import ingest_config
+from tests.helpers import ingest_config, run_config
 from tests.morphable_files import make_model_files
 
 CLIPS = ("001/EXP-1-jawopen", "001/EXP-2-smile+brow")
 
 
 def _config(store: str, root: str, stages: list[str], **fitting):
-    cfg = ingest_config(store, root, block_frames=4)
-    cfg.stages = stages
-    fit = cfg.stage_config("fitting")
-    for k, v in fitting.items():
-        setattr(fit, k, v)
-    fit.__post_init__()
-    return cfg
+    return run_config(store, root, stages, 4, "fitting", **fitting)
 
 
 @pytest.fixture(scope="module")

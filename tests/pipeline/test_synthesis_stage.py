@@ -16,19 +16,13 @@ from datasets.synthetic import SynthConfig, load_ground_truth, write_synthetic_c
 from pipeline.backends.expression_warp import WarpExpression, ring_mask
 from pipeline.backends.face_align import apply, face_transform, warp
 from pipeline.runner import preprocess
-from tests.helpers import ingest_config
+from tests.helpers import run_config
 
 CLIPS = ("001/EXP-1-jawopen", "001/EXP-2-smile+brow", "002/EXP-1-jawopen", "002/EXP-2-smile+brow")
 
 
 def _config(store: str, root: str, stages: list[str], **synthesis):
-    cfg = ingest_config(store, root, block_frames=3)
-    cfg.stages = stages
-    syn = cfg.stage_config("synthesis")
-    for k, v in synthesis.items():
-        setattr(syn, k, v)
-    syn.__post_init__()
-    return cfg
+    return run_config(store, root, stages, 3, "synthesis", **synthesis)
 
 
 @pytest.fixture(scope="module")
