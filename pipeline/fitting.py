@@ -180,16 +180,20 @@ class FittingStage(Stage):
                  "convention": "world = scale * R @ x + t with [R t] = pose; x in the head frame (triangulate: "
                                "metres of the template, x to the subject's left, y up, z out of the face) or "
                                "model units (model backends)"}
-        for name in ("expression", "identity", "reference"):
-            if name in fit:
-                del fit[name]
+        # arrays of another backend go; this backend's stay when they fit (finished blocks keep their data)
         if self.config.backend == "triangulate":
-            fit.create_array("reference", shape=(68, 3), dtype="float32", fill_value=0)
+            wanted = {"reference": (68, 3)}
         else:
             model = self.model()
             store.ensure_frame_array(group, "fit/expression", (T, model.n_exp), "float32", B)
-            fit.create_array("identity", shape=(model.n_id,), dtype="float32", fill_value=0)
+            wanted = {"expression": (T, model.n_exp), "identity": (model.n_id,)}
             attrs["model"] = model.describe()
+        for name in ("expression", "identity", "reference"):
+            if name in fit and (name not in wanted or fit[name].shape != wanted[name]):
+                del fit[name]
+        for name in ("identity", "reference"):
+            if name in wanted and name not in fit:
+                fit.create_array(name, shape=wanted[name], dtype="float32", fill_value=0)
         fit.attrs.update(attrs)
 
     # ------------------------------------------------------------------ worker side

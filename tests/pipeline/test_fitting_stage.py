@@ -155,6 +155,13 @@ def test_morphable_model_through_the_stage(fitted, tmp_path):
         err = np.linalg.norm(g["fit/lmk3d"][:] - gt["landmarks68"], axis=-1) / head_size(gt["landmarks68"][0])
         assert err[:, 17:].mean() < 0.05
         assert g["fit"].attrs["model"]["kind"] == "bfm2009"
+    # a resumed run redoes only the unfinished block; the finished blocks keep their expressions
+    writable = Store(path)
+    before = writable.clip(CLIPS[0])["fit/expression"][:]
+    writable.clear_marker("fitting", CLIPS[0], 1)
+    assert preprocess(cfg).stages["fitting"].done == 1
+    after = writable.clip(CLIPS[0])["fit/expression"][:]
+    assert np.array_equal(after[:4], before[:4]) and np.allclose(after, before, atol=1e-5)
     from pipeline.inspect_sheet import fit_mesh, fit_projections
 
     g = store.clip(CLIPS[0])
