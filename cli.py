@@ -279,5 +279,96 @@ def synth_data(
     console.print(f"wrote {out}")
 
 
+@app.command("build-shards", epilog="""
+**Examples**
+
+    python cli.py build-shards stores/demo.zarr --out shards/demo --holdout-views 2 --shard-rows 8
+
+    python cli.py build-shards stores/nersemble.zarr stores/vfhq.zarr --out s3://lab-bucket/gphm-shards \\
+        --val-subjects 0.05 --holdout-frames 0.02 --synth require --storage-option anon=false
+
+    python cli.py build-shards stores/nersemble.zarr --out shards/nersemble --val-subjects 017,074 --seed 3
+""")
+def build_shards(
+    stores: list[str] = typer.Argument(..., help="Preprocessed stores (paths or fsspec URLs)."),
+    out: str = typer.Option(..., "--out", "-o", help="Shard set directory or fsspec URL (s3://...)."),
+    seed: int = typer.Option(0, help="Seed of the global shuffle, the validation subjects and held-out frames."),
+    shard_rows: int = typer.Option(32, help="Frames (rows, all views) per shard."),
+    val_subjects: str = typer.Option("0.1", help="Validation subjects: a fraction, a count, or names (001,017)."),
+    holdout_views: str = typer.Option("", help="Cameras held out of training for evaluation: serials or a count."),
+    holdout_frames: float = typer.Option(0.0, help="Fraction of each training clip's frames held out."),
+    synth: str = typer.Option("auto", help="Synthesized expression images: auto (where present), require, off."),
+    frame_stride: int = typer.Option(1, help="Keep every n-th stored frame."),
+    threads: int = typer.Option(4, help="Shards written at once."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a shard set built with other options."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
+) -> None:
+    """Turn preprocessed stores into a shard set for streaming training (resumable: rerun to continue).
+
+    Selects the frames and views whose products exist and passed their stages, splits train/validation by
+    subject, shuffles globally and writes sample-major Zarr v3 shards with a manifest of sha256 digests."""
+    from rich.progress import Progress
+
+    from datasets.shards.build import BuildOptions, ShardBuildError, build_shards as run_build
+    from datasets.shards.select import SelectionError
+    from datasets.store import StoreError
+
+    try:
+        opts = BuildOptions(stores, out, seed=seed, shard_rows=shard_rows, val_subjects=val_subjects,
+                            holdout_views=holdout_views, holdout_frames=holdout_frames, synth=synth,
+                            frame_stride=frame_stride, threads=threads, overwrite=overwrite,
+                            storage_options=_storage_options(storage_option))
+        with Progress(console=console) as bar:
+            task = bar.add_task("writing shards", total=None)
+            result = run_build(opts, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (SelectionError, ShardBuildError, StoreError, ValueError) as e:
+        _fail(str(e))
+    for line in result.excluded:
+        console.print(f"[yellow]skipped[/yellow] {line}")
+    m = result.manifest
+    for split in m.splits:
+        info = m.split(split)
+        c = info["counts"]
+        console.print(f"{split}: {info['rows']} frames in {len(info['shards'])} shards, {len(info['subjects'])} "
+                      f"subjects; {c['train']['views']} training views, {c['heldout']['views']} held out")
+    console.print(f"wrote {out} ({result.written} shards now, {result.skipped} from before)")
+
+
+@app.command(epilog="""
+**Examples**
+
+    python cli.py verify shards/demo
+
+    python cli.py verify s3://lab-bucket/gphm-shards --storage-option endpoint_url=http://127.0.0.1:9000
+""")
+def verify(
+    shards: str = typer.Argument(..., help="Shard set directory or URL."),
+    threads: int = typer.Option(4, help="Objects checked at once."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
+) -> None:
+    """Recompute the digest of every shard object; report missing and corrupt ones (exit 1 on any)."""
+    from rich.progress import Progress
+
+    from datasets.shards.manifest import ManifestError
+    from datasets.shards.verify import verify_shards
+
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task("checking objects", total=None)
+            report = verify_shards(shards, _storage_options(storage_option), threads,
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except ManifestError as e:
+        _fail(str(e))
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    size = report.bytes / 2**20
+    if report.ok:
+        console.print(f"ok: {report.shards} shards, {report.objects} objects, {size:.1f} MiB match the manifest")
+        return
+    bad = ", ".join(f"{s}/{k}" for s, k in report.bad_shards())
+    console.print(f"[red]{len(report.bad_shards())} of {report.shards} shards are missing or corrupt:[/red] {bad}")
+    raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

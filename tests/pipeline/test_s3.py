@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
@@ -11,24 +9,6 @@ from datasets.store import Store
 from pipeline.runner import preprocess
 from pipeline.store_info import describe_store
 from tests.helpers import ingest_config
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    import s3fs
-
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url)
-    fs.mkdir("headforge-test")
-    yield {"endpoint_url": url, "key": "testing", "secret": "testing"}
-    server.stop()
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -1,0 +1,150 @@
+"""Reading rows of a shard set: a shard's small arrays at once, its images one inner chunk at a time.
+
+Image objects are read with positioned reads (the index once, then one chunk per image), so a loader
+holds the file descriptors and indexes of the few shards it is reading, never their contents; memory
+does not grow with the shard set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from datasets import image_codec
+from datasets.shards import zarr_shard
+from datasets.shards.manifest import Manifest, use_mask
+from datasets.shards.storage import DEFAULT_CACHE_BYTES, ShardStorage
+
+
+class ShardCorruptError(RuntimeError):
+    """A shard object's digest or size differs from the manifest."""
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OpenShard:
+    """One shard of a split, opened for reading: raw arrays in memory, image objects by descriptor."""
+
+    def __init__(self, reader: ShardReader, split: str, entry: dict):
+        self.split, self.index, self.rows = split, entry["index"], entry["rows"]
+        self.raw: dict[str, np.ndarray] = {}
+        self.paths: list[str] = []
+        self._items: dict[tuple[str, str], np.ndarray] = {}
+        self._images: dict[str, tuple[int, np.ndarray, int]] = {}  # name -> (fd, index [n, 2], slots)
+        arrays, S = reader.manifest.arrays, reader.manifest.shard_rows
+        try:
+            for name, obj in entry["objects"].items():
+                path = reader.object_path(split, self.index, name, obj, keep=set(self.paths))
+                self.paths.append(path)
+                spec = arrays[name]
+                if spec["kind"] == "raw":
+                    dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+                    data = np.fromfile(path, dtype=dtype).reshape((S,) + tuple(spec["row_shape"]))
+                    self.raw[name] = data[:self.rows]
+                else:
+                    slots = spec["row_shape"][0]
+                    n_chunks = S * slots
+                    fd = os.open(path, os.O_RDONLY)
+                    tail = os.pread(fd, zarr_shard.index_nbytes(n_chunks), obj["bytes"] - zarr_shard.index_nbytes(n_chunks))
+                    try:
+                        index = zarr_shard.parse_index(tail, n_chunks, where=f"{reader.storage.url}/{obj['key']}")
+                    except zarr_shard.ShardFormatError as exc:
+                        os.close(fd)
+                        raise ShardCorruptError(f"{exc}; run `python cli.py verify {reader.storage.url}`") from None
+                    self._images[name] = (fd, index, slots)
+        except BaseException:
+            self.close()
+            raise
+
+    def image(self, name: str, row: int, slot: int) -> np.ndarray | None:
+        """Decoded image uint8 [H, W, 3] or [H, W] of (row, view or synth slot); None when it was not stored."""
+        fd, index, slots = self._images[name]
+        where = zarr_shard.chunk_slice(index, row * slots + slot)
+        if where is None:
+            return None
+        offset, nbytes = where
+        data = os.pread(fd, nbytes, offset)
+        channels = 3 if name in ("rgb", "face_crop", "synth") else 1
+        try:
+            return image_codec.decode_image(data, channels)
+        except ValueError as exc:
+            raise ShardCorruptError(f"{self.split} shard {self.index} {name} row {row} slot {slot}: {exc}") from None
+
+    def items(self, sample: str, use: str) -> np.ndarray:
+        """The samples of this shard, in canonical order: stage1 rows [n], stage2 (row, view) pairs [n, 2]."""
+        if (sample, use) not in self._items:
+            mask = use_mask(self.raw["view_ok"], self.raw["heldout"], use)
+            self._items[(sample, use)] = np.flatnonzero(mask.any(axis=1)) if sample == "stage1" else np.argwhere(mask)
+        return self._items[(sample, use)]
+
+    def close(self) -> None:
+        for fd, _, _ in self._images.values():
+            os.close(fd)
+        self._images.clear()
+
+
+class ShardReader:
+    """A shard set opened for reading, with a small LRU of open shards (per process)."""
+
+    def __init__(self, url: str, *, storage_options: dict | None = None, cache_dir: str | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, validate: bool = False, max_open: int = 8):
+        self.storage = ShardStorage(url, storage_options, cache_dir, cache_bytes)
+        self.manifest: Manifest = self.storage.manifest()
+        self.validate = validate
+        self.max_open = max_open
+        self._open: OrderedDict[tuple[str, int], OpenShard] = OrderedDict()
+        self._checked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # a DataLoader worker opens its own files
+        state = dict(self.__dict__)
+        state["_open"], state["_lock"] = OrderedDict(), None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def object_path(self, split: str, k: int, name: str, obj: dict, keep: set[str]) -> str:
+        keep_keys = {key for s in self._open.values() for key in s.paths} | keep
+        path = self.storage.local_path(obj["key"], obj["bytes"], keep=keep_keys)
+        size = os.path.getsize(path)
+        if size != obj["bytes"]:
+            raise ShardCorruptError(f"{split} shard {k} ({name}) {obj['key']}: {size} bytes, the manifest says "
+                                    f"{obj['bytes']}; run `python cli.py verify {self.storage.url}`")
+        if self.validate and path not in self._checked:
+            found = file_digest(path)
+            if found != obj["sha256"]:
+                raise ShardCorruptError(f"{split} shard {k} ({name}) {obj['key']}: sha256 {found[:16]}... differs "
+                                        f"from the manifest's {obj['sha256'][:16]}... (corrupt object); run "
+                                        f"`python cli.py verify {self.storage.url}` and rebuild or re-copy the shard")
+            self._checked.add(path)
+        return path
+
+    def shard(self, split: str, k: int) -> OpenShard:
+        with self._lock:
+            key = (split, k)
+            if key in self._open:
+                self._open.move_to_end(key)
+                return self._open[key]
+            shard = OpenShard(self, split, self.manifest.shards(split)[k])
+            self._open[key] = shard
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)[1].close()
+            return shard
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._open.values():
+                shard.close()
+            self._open.clear()

@@ -1,0 +1,87 @@
+"""Reading what a shard row needs out of a preprocessed store: the encoded image chunks of one (frame,
+view) by byte range (never decoded), and the clip's small arrays (read once per clip and kept)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+
+import numpy as np
+import zarr
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from datasets.shards import zarr_shard
+from datasets.store import Store, StoreError
+
+# store array -> shard array; the small per-frame arrays a row carries
+SMALL_FRAME_ARRAYS = {"lmk2d": "lmk2d", "crop_transform": "crop_transform", "crop_ok": "crop_ok",
+                      "fit/pose": "pose", "fit/scale": "scale", "fit/lmk3d": "lmk3d"}
+
+
+class SourceStore:
+    """One store opened read-only, with the shard indexes it has read (bounded LRU)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, index_cache: int = 4096):
+        self.store = Store(url, storage_options, mode="r")
+        self.url = url
+        self._indexes: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._index_cache = index_cache
+        self._clips: dict[str, dict[str, np.ndarray]] = {}
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._lock = Lock()
+
+    def array(self, clip: str, name: str) -> zarr.Array:
+        key = (clip, name)
+        if key not in self._arrays:
+            self._arrays[key] = self.store.clip(clip)[name]
+        return self._arrays[key]
+
+    def _get(self, key: str, byte_range=None) -> bytes | None:  # noqa: ANN001
+        buf = sync(self.store.zstore.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
+        return None if buf is None else buf.to_bytes()
+
+    def image_chunk(self, clip: str, name: str, t: int, v: int) -> bytes | None:
+        """The encoded image of frame t, view (or synth slot) v of array `name`; None when absent."""
+        array = self.array(clip, name)
+        zarr_shard.check_default_sharding(array)
+        per_shard = zarr_shard.chunks_per_shard(array)
+        block, within = divmod(t, per_shard[0])
+        shard_key = f"{array.path}/{array.metadata.encode_chunk_key((block,) + (0,) * (array.ndim - 1))}"
+        n_chunks = int(np.prod(per_shard))
+        with self._lock:
+            index = self._indexes.get(shard_key)
+            if index is not None:
+                self._indexes.move_to_end(shard_key)
+        if index is None:
+            tail = self._get(shard_key, SuffixByteRequest(zarr_shard.index_nbytes(n_chunks)))
+            if tail is None:
+                return None  # the whole block is empty (never written)
+            index = zarr_shard.parse_index(tail, n_chunks, where=f"{self.url}/{shard_key}")
+            with self._lock:
+                self._indexes[shard_key] = index
+                while len(self._indexes) > self._index_cache:
+                    self._indexes.popitem(last=False)
+        where = zarr_shard.chunk_slice(index, within * per_shard[1] + v)
+        if where is None:
+            return None
+        offset, nbytes = where
+        data = self._get(shard_key, RangeByteRequest(offset, offset + nbytes))
+        if data is None or len(data) != nbytes:
+            raise StoreError(f"{self.url}/{shard_key}: shard shorter than its index says (corrupt store)")
+        return data
+
+    def clip_arrays(self, clip: str, with_synth: bool, with_expression: bool) -> dict[str, np.ndarray]:
+        """Small arrays of a clip, read once: cameras, 2D/3D landmarks, pose, crops' transforms, synth flags."""
+        if clip not in self._clips:
+            group = self.store.clip(clip)
+            out = {dst: group[src][:] for src, dst in SMALL_FRAME_ARRAYS.items()}
+            out["K"] = group["cameras/K"][:]
+            out["world_to_cam"] = group["cameras/world_to_cam"][:]
+            if with_synth:
+                out["synth_ok"] = group["synth_ok"][:]
+            if with_expression:
+                out["expression"] = group["fit/expression"][:]
+            self._clips[clip] = out
+        return self._clips[clip]

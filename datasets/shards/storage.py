@@ -1,0 +1,136 @@
+"""Where a shard set's objects live: a local directory (read in place) or any fsspec URL (objects fetched
+whole into a bounded local cache, shared by the loader processes of one machine)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+
+import fsspec
+
+from datasets.shards.manifest import MANIFEST, Manifest, ManifestError
+from datasets.store import is_remote
+
+DEFAULT_CACHE_BYTES = 8 << 30
+
+
+class ShardMissingError(FileNotFoundError):
+    """A shard object the manifest lists is absent."""
+
+
+class CacheTooSmallError(RuntimeError):
+    """The local cache cannot hold the objects being read at once."""
+
+
+def default_cache_dir(url: str) -> str:
+    base = os.environ.get("HEADFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "headforge")
+    return os.path.join(base, "shards", hashlib.sha256(url.encode()).hexdigest()[:16])
+
+
+class ShardStorage:
+    """Object access for one shard set. Cheap to create; loader workers make their own."""
+
+    def __init__(self, url: str, storage_options: dict | None = None, cache_dir: str | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.url = url.rstrip("/")
+        self.remote = is_remote(url)
+        self.storage_options = dict(storage_options or {})
+        self._fs, self._pid = None, None
+        if self.remote:
+            self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)[1]
+            self.cache_dir = cache_dir or default_cache_dir(self.url)
+        else:
+            self.root = self.url.removeprefix("file://")
+            self.cache_dir = None
+        self.cache_bytes = int(cache_bytes)
+
+    @property
+    def fs(self):  # noqa: ANN201
+        """The fsspec filesystem, made in this process (async filesystems do not survive a fork)."""
+        if self._fs is None or self._pid != os.getpid():
+            self._fs = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.storage_options)[0]
+            self._pid = os.getpid()
+        return self._fs
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fs": None, "_pid": None}
+
+    # ------------------------------------------------------------------ whole objects
+    def read(self, key: str) -> bytes | None:
+        """The bytes of one object, None when it is absent."""
+        try:
+            if self.remote:
+                return self.fs.cat_file(f"{self.root}/{key}")
+            with open(os.path.join(self.root, key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def manifest(self) -> Manifest:
+        text = self.read(MANIFEST)
+        if text is None:
+            raise ManifestError(f"no shard set at {self.url} (no {MANIFEST}; an unfinished build writes it last: "
+                                "rerun build-shards to finish)")
+        return Manifest.parse(text, self.url)
+
+    # ------------------------------------------------------------------ local files for reading
+    def local_path(self, key: str, nbytes: int, keep: set[str] = frozenset()) -> str:
+        """A local file holding object `key` (of `nbytes` bytes, from the manifest): the object itself for a
+        local set, else a cached copy, fetched if absent. `keep`: cached files not to evict now."""
+        if not self.remote:
+            path = os.path.join(self.root, key)
+            if not os.path.exists(path):
+                raise ShardMissingError(f"shard object {key} of {self.url} is missing; run `python cli.py verify "
+                                        f"{self.url}`")
+            return path
+        path = os.path.join(self.cache_dir, key)
+        if os.path.exists(path) and os.path.getsize(path) == nbytes:
+            os.utime(path)  # recency for eviction
+            return path
+        self._make_room(nbytes, keep)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
+        os.close(fd)
+        try:
+            self.fs.get_file(f"{self.root}/{key}", tmp)
+        except FileNotFoundError:
+            os.unlink(tmp)
+            raise ShardMissingError(f"shard object {key} of {self.url} is missing; run `python cli.py verify "
+                                    f"{self.url}`") from None
+        os.replace(tmp, path)  # atomic: other workers see a whole file or none
+        return path
+
+    def _make_room(self, nbytes: int, keep: set[str]) -> None:
+        if nbytes > self.cache_bytes:
+            raise CacheTooSmallError(f"a shard object of {nbytes} bytes does not fit the cache of "
+                                     f"{self.cache_bytes} bytes ({self.cache_dir}); raise cache_bytes")
+        files = []
+        for folder, _, names in os.walk(self.cache_dir):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # another worker evicted it
+                if name.startswith(".part-") and time.time() - st.st_mtime < 3600:
+                    files.append((float("inf"), st.st_size, path))  # another worker's download in progress
+                else:
+                    files.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in files)
+        keep_paths = {os.path.join(self.cache_dir, k) for k in keep}
+        for recency, size, path in sorted(files):
+            if total + nbytes <= self.cache_bytes:
+                break
+            if path in keep_paths or recency == float("inf"):
+                continue
+            try:
+                os.unlink(path)  # safe while another process reads it: its open descriptor stays valid
+                total -= size
+            except FileNotFoundError:
+                pass
+        if total + nbytes > self.cache_bytes:
+            raise CacheTooSmallError(f"the cache of {self.cache_bytes} bytes ({self.cache_dir}) cannot hold the "
+                                     "shards being read at once; raise cache_bytes or lower the shuffle block")
+
