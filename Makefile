@@ -8,6 +8,7 @@ STORE  ?= stores/$(DATASET).zarr
 ARGS   ?=
 DEMO_RAW   = data/demo
 DEMO_STORE = stores/demo.zarr
+DEMO_SHARDS = shards/demo
 
 .PHONY: install test test-all demo preprocess bench clean
 
@@ -35,6 +36,8 @@ demo: install $(DEMO_RAW)
 		--stages ingest,matting,landmarks,fitting,crops,synthesis --workers 2 $(ARGS)
 	$(PY) cli.py info $(DEMO_STORE)
 	$(PY) cli.py inspect $(DEMO_STORE) --out inspect/demo
+	$(PY) cli.py build-shards $(DEMO_STORE) --out $(DEMO_SHARDS) --holdout-views 2 --shard-rows 8 --overwrite
+	$(PY) cli.py verify $(DEMO_SHARDS)
 
 STAGES ?= ingest,matting,landmarks,fitting,crops,synthesis
 
@@ -47,6 +50,7 @@ bench: install
 	$(PY) benchmarks/bench_mesh_render.py
 	$(PY) benchmarks/bench_fitting.py
 	$(PY) benchmarks/bench_synthesis.py
+	$(PY) benchmarks/bench_shards.py
 
 clean:
-	rm -rf $(DEMO_STORE) $(DEMO_RAW) inspect/demo
+	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) inspect/demo

@@ -34,11 +34,6 @@ class CropsConfig:
             raise ValueError(f"crop kind must be face or head, got {self.kind!r}")
 
 
-def non_face_image(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """rgb [..., H, W, 3] uint8, face_mask [..., H, W] uint8 -> the frame with the face region black."""
-    return (rgb * (1 - mask[..., None].astype(np.float32) / 255.0)).astype(np.uint8)
-
-
 @register
 class CropsStage(Stage):
     name = "crops"

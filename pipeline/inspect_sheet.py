@@ -9,8 +9,8 @@ import os
 import cv2
 import numpy as np
 
+from datasets.non_face import non_face_image
 from datasets.store import Store
-from pipeline.crops import non_face_image
 
 GREEN, YELLOW, WHITE, RED, CYAN = (60, 220, 60), (250, 210, 40), (255, 255, 255), (235, 50, 50), (90, 200, 255)
 

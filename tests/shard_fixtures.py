@@ -31,7 +31,8 @@ def decode_colour(image: np.ndarray) -> tuple[int, int, int, int]:
 
 def make_store(url: str, subjects: int = 3, sequences: int = 1, frames: int = 8, views: int = 4, res: int = 32,
                crop: int = 16, synth: int = 2, block: int = 4, storage_options: dict | None = None,
-               fitted: bool = True, dataset: str = "nersemble") -> Store:
+               fitted: bool = True, dataset: str = "nersemble", texture: bool = False) -> Store:
+    """texture: JPEG images with camera-like detail (benchmarks) instead of constant PNG colours."""
     store = Store(url, storage_options)
     store.update_attrs(sources=[{"dataset": dataset, "root": "test", "licence": "test data"}])
     for s in range(subjects):
@@ -67,8 +68,13 @@ def make_store(url: str, subjects: int = 3, sequences: int = 1, frames: int = 8,
             K[:, 0, 0] = 100 + np.arange(V)
             w2c = np.tile(np.eye(4, dtype=np.float32), (V, 1, 1))
             w2c[:, 2, 3] = 1 + np.arange(V)
-            arrays = {"rgb": (rgb, "png"), "alpha": (alpha, "png"), "face_crop": (crops, "png"),
-                      "face_mask": (mask, "png"), "synth": (syn, "png"), "rgb_ok": (ok, None),
+            fmt = "png"
+            if texture:
+                rng = np.random.default_rng([s, q])
+                rgb, crops, syn = (_textured(x, rng) for x in (rgb, crops, syn))
+                fmt = "jpeg"
+            arrays = {"rgb": (rgb, fmt), "alpha": (alpha, "png"), "face_crop": (crops, fmt),
+                      "face_mask": (mask, "png"), "synth": (syn, fmt), "rgb_ok": (ok, None),
                       "faces": (np.ones((T, V), np.int16), None), "lmk2d": (lmk2d, None),
                       "crop_ok": (np.ones((T, V), bool), None),
                       "crop_transform": (np.zeros((T, V, 2, 3), np.float32), None),
@@ -94,6 +100,21 @@ def make_store(url: str, subjects: int = 3, sequences: int = 1, frames: int = 8,
                 store.write_block_ledger("fitting", key, t // block, [LedgerItem(
                     "fitting", key, "view dropped by the fit", frame=100 + t, view=serials[v], block=t // block)])
     return store
+
+
+def _textured(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Constant images [..., H, W, 3] -> the same with smooth structure and fine noise (JPEG entropy like
+    a camera image's)."""
+    import cv2
+
+    H, W = images.shape[-3:-1]
+    out = images.reshape((-1, H, W, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
+    for i in range(len(out)):
+        coarse = cv2.resize(rng.normal(0, 40, (8, 8, 3)).astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+        waves = 25 * np.sin(2 * np.pi * (rng.uniform(4, 12) * xx + rng.uniform(4, 12) * yy))[..., None]
+        out[i] += coarse + waves + rng.normal(0, 6, (H, W, 3))
+    return np.clip(out, 0, 255).astype(np.uint8).reshape(images.shape)
 
 
 def usable_items(subjects: int = 3, frames: int = 8, views: int = 4, sequences: int = 1) -> set[tuple[int, int, int]]:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import zarr
+from numcodecs import Zstd
+from zarr.codecs import ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -33,7 +35,8 @@ from datasets.shards.select import SYNTH_MODES, ClipFacts, SelectionError, holdo
 from datasets.shards.source import SourceStore
 from datasets.store import image_codec_config, now_iso, open_zarr_store
 
-IMAGE_ARRAYS = {"rgb": "rgb", "alpha": "alpha", "face_crop": "face_crop", "face_mask": "face_mask"}
+MATTE_LEVEL = 3  # zstd level of the mattes
+
 PLAN = "_build/plan.json"
 
 
@@ -126,7 +129,7 @@ def plan_build(opts: BuildOptions, sources: list[SourceStore]) -> tuple[dict, li
         heldout = holdout_mask(f, held_views, opts.holdout_frames, opts.seed) if split == "train" else \
             np.zeros_like(f.view_ok)
         clips.append({"source": f.source, "clip": f.key, "identity": f.identity, "views": f.views,
-                      "frame_ids": f.frame_ids, "synth": f.has_synth, "split": split,
+                      "frame_ids": f.frame_ids, "synth": f.has_synth, "split": split, "stamp": f.stamp,
                       "view_ok": f.view_ok.astype(int).tolist(), "heldout": heldout.astype(int).tolist()})
         rows[split].extend([c, int(t)] for t in np.flatnonzero(f.frame_ok) if t % opts.frame_stride == 0)
     splits = {}
@@ -146,10 +149,13 @@ def _array_specs(plan: dict, sources: list[SourceStore], facts: list[ClipFacts])
     first = facts[0]
     src = sources[first.source]
     specs = {}
-    for name, shape in (("rgb", (V, R, R, 3)), ("alpha", (V, R, R)), ("face_crop", (V, C, C, 3)),
-                        ("face_mask", (V, R, R))):
+    for name, shape in (("rgb", (V, R, R, 3)), ("face_crop", (V, C, C, 3))):
         specs[name] = {"kind": "image", "row_shape": list(shape), "dtype": "uint8",
                        "codec": image_codec_config(src.array(first.key, name))}
+    # mattes: raw bytes + zstd instead of the store's PNG: lossless, same size, ~12x faster to decode
+    for name in ("alpha", "face_mask"):
+        specs[name] = {"kind": "matte", "row_shape": [V, R, R], "dtype": "uint8",
+                       "codec": {"format": "zstd", "level": MATTE_LEVEL}}
     if S:
         with_synth = next(f for f in facts if f.has_synth)
         specs["synth"] = {"kind": "image", "row_shape": [S, C, C, 3], "dtype": "uint8",
@@ -172,13 +178,16 @@ def _create_arrays(root: zarr.Group, split: str, n_rows: int, shard_rows: int, s
         shape = (n_rows,) + tuple(spec["row_shape"])
         if name in group and tuple(group[name].shape) == shape:
             continue
-        if spec["kind"] == "image":
+        if spec["kind"] in ("image", "matte"):
             lead = len(spec["row_shape"]) - (3 if spec["row_shape"][-1] == 3 else 2)
             chunks = (1,) * (1 + lead) + tuple(spec["row_shape"][lead:])
+            if spec["kind"] == "image":
+                codecs = {"serializer": image_codec.ImageCodec(**spec["codec"]), "compressors": None}
+            else:
+                codecs = {"compressors": ZstdCodec(level=spec["codec"]["level"])}
             group.create_array(name, shape=shape, dtype="uint8", chunks=chunks,
-                               shards=(shard_rows,) + tuple(spec["row_shape"]),
-                               serializer=image_codec.ImageCodec(**spec["codec"]), compressors=None,
-                               filters=None, fill_value=0, overwrite=True)
+                               shards=(shard_rows,) + tuple(spec["row_shape"]), filters=None, fill_value=0,
+                               overwrite=True, **codecs)
         else:
             group.create_array(name, shape=shape, dtype=spec["dtype"], chunks=(shard_rows,) + tuple(spec["row_shape"]),
                                compressors=None, filters=None, fill_value=0, overwrite=True)
@@ -189,6 +198,7 @@ class _Writer:
 
     def __init__(self, opts: BuildOptions, plan: dict, sources: list[SourceStore], specs: dict, zstore, root):
         self.opts, self.plan, self.sources, self.specs, self.zstore, self.root = opts, plan, sources, specs, zstore, root
+        self.zstd = Zstd(level=MATTE_LEVEL)
         self.subject_index = {s: {i: n for n, i in enumerate(plan["splits"][s]["subjects"])} for s in plan["splits"]}
 
     def _put(self, key: str, data: bytes) -> dict:
@@ -204,7 +214,7 @@ class _Writer:
         for name, spec in self.specs.items():
             array = group[name]
             key = f"{array.path}/{array.metadata.encode_chunk_key((k,) + (0,) * (array.ndim - 1))}"
-            if spec["kind"] == "image":
+            if spec["kind"] in ("image", "matte"):
                 slots = spec["row_shape"][0]
                 chunks: list[bytes | None] = [None] * (S * slots)
                 for r, (c, t) in enumerate(rows):
@@ -220,7 +230,10 @@ class _Writer:
                         n = len(clip["views"])
                     for v in range(n):
                         if ok[v]:
-                            chunks[r * slots + v] = src.image_chunk(clip["clip"], IMAGE_ARRAYS.get(name, name), t, v)
+                            data = src.image_chunk(clip["clip"], name, t, v)
+                            if data is not None and spec["kind"] == "matte":
+                                data = self.zstd.encode(image_codec.decode_image(data, 1))
+                            chunks[r * slots + v] = data
                 objects[name] = self._put(key, zarr_shard.encode_shard(chunks))
             else:
                 data = np.zeros((S,) + tuple(spec["row_shape"]), dtype=np.dtype(spec["dtype"]).newbyteorder("<"))

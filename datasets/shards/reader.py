@@ -13,11 +13,14 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+from numcodecs import Zstd
 
 from datasets import image_codec
 from datasets.shards import zarr_shard
 from datasets.shards.manifest import Manifest, use_mask
 from datasets.shards.storage import DEFAULT_CACHE_BYTES, ShardStorage
+
+_ZSTD = Zstd()
 
 
 class ShardCorruptError(RuntimeError):
@@ -40,6 +43,8 @@ class OpenShard:
         self.raw: dict[str, np.ndarray] = {}
         self.paths: list[str] = []
         self._items: dict[tuple[str, str], np.ndarray] = {}
+        self.kinds: dict[str, str] = {}
+        self.shapes = {name: tuple(spec["row_shape"][1:]) for name, spec in reader.manifest.arrays.items()}
         self._images: dict[str, tuple[int, np.ndarray, int]] = {}  # name -> (fd, index [n, 2], slots)
         arrays, S = reader.manifest.arrays, reader.manifest.shard_rows
         try:
@@ -47,6 +52,7 @@ class OpenShard:
                 path = reader.object_path(split, self.index, name, obj, keep=set(self.paths))
                 self.paths.append(path)
                 spec = arrays[name]
+                self.kinds[name] = spec["kind"]
                 if spec["kind"] == "raw":
                     dtype = np.dtype(spec["dtype"]).newbyteorder("<")
                     data = np.fromfile(path, dtype=dtype).reshape((S,) + tuple(spec["row_shape"]))
@@ -66,19 +72,30 @@ class OpenShard:
             self.close()
             raise
 
-    def image(self, name: str, row: int, slot: int) -> np.ndarray | None:
-        """Decoded image uint8 [H, W, 3] or [H, W] of (row, view or synth slot); None when it was not stored."""
+    def encoded(self, name: str, row: int, slot: int) -> bytes | None:
+        """The encoded image (JPEG/PNG bytes) of (row, view or synth slot); None when it was not stored."""
         fd, index, slots = self._images[name]
         where = zarr_shard.chunk_slice(index, row * slots + slot)
         if where is None:
             return None
         offset, nbytes = where
-        data = os.pread(fd, nbytes, offset)
-        channels = 3 if name in ("rgb", "face_crop", "synth") else 1
+        return os.pread(fd, nbytes, offset)
+
+    def image(self, name: str, row: int, slot: int) -> np.ndarray | None:
+        """Decoded image uint8 [H, W, 3] or [H, W] of (row, view or synth slot); None when it was not stored."""
+        data = self.encoded(name, row, slot)
+        if data is None:
+            return None
         try:
-            return image_codec.decode_image(data, channels)
-        except ValueError as exc:
+            return self.decode(name, data)
+        except (ValueError, RuntimeError) as exc:
             raise ShardCorruptError(f"{self.split} shard {self.index} {name} row {row} slot {slot}: {exc}") from None
+
+    def decode(self, name: str, data: bytes) -> np.ndarray:
+        """Encoded bytes of array `name` -> uint8 [H, W, 3] or [H, W]."""
+        if self.kinds[name] == "matte":
+            return np.frombuffer(_ZSTD.decode(data), np.uint8).reshape(self.shapes[name])
+        return image_codec.decode_image(data, 3 if len(self.shapes[name]) == 3 else 1)
 
     def items(self, sample: str, use: str) -> np.ndarray:
         """The samples of this shard, in canonical order: stage1 rows [n], stage2 (row, view) pairs [n, 2]."""

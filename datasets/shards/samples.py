@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datasets.non_face import non_face_image
 from datasets.shards.manifest import use_mask
 from datasets.shards.reader import OpenShard
 
@@ -31,9 +32,7 @@ CROP, SYNTH, OWN_CROP = 0, 1, 2
 
 
 def _non_face(rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    if mask is None:
-        return rgb.copy()
-    return (rgb * (1.0 - mask[..., None] / 255.0)).astype(np.uint8)
+    return rgb.copy() if mask is None else non_face_image(rgb, mask)
 
 
 def _image(shard: OpenShard, name: str, row: int, slot: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -7,6 +7,7 @@ fit residual) and no stage recorded a failure for it in the ledger (e.g. a view 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,13 +37,17 @@ class ClipFacts:
     n_synth: int
     n_expression: int  # fit/expression width, 0 without a morphable model
     missing: list[str] = field(default_factory=list)  # why the clip gives nothing (empty when it gives frames)
+    stamp: str = ""  # digest of the clip's completion markers: changes whenever a stage redoes a block
 
 
-def _stage_done(store: Store, stage: str, key: str, n_frames: int, block_frames: int) -> np.ndarray:
-    """bool [T]: frames whose block `stage` finished."""
+def _stage_done(store: Store, stage: str, key: str, n_frames: int, block_frames: int,
+                stamps: list[str] | None = None) -> np.ndarray:
+    """bool [T]: frames whose block `stage` finished. Appends each marker's identity to `stamps`."""
     done = np.zeros(n_frames, bool)
-    for block in store.markers(stage, key):
+    for block, marker in store.markers(stage, key).items():
         done[block * block_frames:(block + 1) * block_frames] = True
+        if stamps is not None:
+            stamps.append(f"{stage}:{block}:{marker.fingerprint}:{marker.finished}")
     return done
 
 
@@ -59,18 +64,19 @@ def clip_facts(store: Store, source: int, key: str, synth: str, ledger_by_clip: 
               "fit/scale", "fit/lmk3d", "fit/ok", "fit/residual", "face_crop", "face_mask", "crop_ok",
               "crop_transform")
     facts.missing = [f"array {name}" for name in arrays if name not in group]
-    done = np.ones(T, bool)
+    done, stamps = np.ones(T, bool), []
     for stage in NEEDED_STAGES:
-        stage_done = _stage_done(store, stage, key, T, B)
+        stage_done = _stage_done(store, stage, key, T, B, stamps)
         if not stage_done.any():
             facts.missing.append(f"stage {stage}")
         done &= stage_done
     has_synth = synth != "off" and "synth" in group and "synth_ok" in group
     if has_synth:
-        synth_done = _stage_done(store, "synthesis", key, T, B)
+        synth_done = _stage_done(store, "synthesis", key, T, B, stamps)
         has_synth = bool(synth_done.any())
     if synth == "require" and not has_synth:
         facts.missing.append("stage synthesis")
+    facts.stamp = hashlib.sha256("\n".join(sorted(stamps)).encode()).hexdigest()[:16]
     if facts.missing:
         return facts
     view_ok = group["rgb_ok"][:] & group["crop_ok"][:] & (group["faces"][:] >= 1)

@@ -55,6 +55,8 @@ def test_rows_hold_exactly_the_usable_items_byte_for_byte(store_url, tmp_path):
     t = int(g["frame"][0])
     np.testing.assert_array_equal(g["face_crop"][0], src.clip(clip)["face_crop"][t] * g["view_ok"][0][:, None, None, None])
     np.testing.assert_array_equal(g["synth"][0], src.clip(clip)["synth"][t])
+    for name in ("alpha", "face_mask"):  # mattes are re-encoded losslessly (zstd): same values
+        np.testing.assert_array_equal(g[name][0], src.clip(clip)[name][t] * g["view_ok"][0][:, None, None])
     np.testing.assert_array_equal(g["K"][0], src.clip(clip)["cameras/K"][:])
     # held-out camera flagged, counts agree with the rows
     assert g["heldout"][:, 3].all() and not g["heldout"][:, :3].any()
@@ -153,3 +155,17 @@ def test_cli_build_and_verify(store_url, tmp_path):
     os.remove(os.path.join(out, key))
     res = CliRunner().invoke(app, ["verify", out])
     assert res.exit_code == 1 and "missing" in res.output and "train/0" in res.output
+
+
+def test_a_store_changed_since_the_build_is_not_mixed_into_it(tmp_path):
+    from datasets.store import Marker
+
+    url = str(tmp_path / "store.zarr")
+    store = make_store(url, subjects=2, frames=4)
+    first = _build(url, tmp_path / "s")
+    assert _build(url, tmp_path / "s").written == 0  # unchanged store: nothing to redo
+    store.write_marker(Marker("crops", "000/SEQ-0", 0, "test", "test", [0, 4], finished="redone"))
+    with pytest.raises(ShardBuildError, match="other stores or options"):
+        _build(url, tmp_path / "s")
+    again = _build(url, tmp_path / "s", overwrite=True)
+    assert again.skipped == 0 and again.written == len(first.manifest.shards("train"))

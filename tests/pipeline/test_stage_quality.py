@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from datasets.cameras import SquareCrop, crop_resize_image, project
+from datasets.non_face import non_face_image
 from datasets.store import Store
 from datasets.synthetic import load_ground_truth
 from pipeline.backends.face_align import apply
-from pipeline.crops import non_face_image
 from pipeline.inspect_sheet import write_sheets
 from pipeline.runner import preprocess
 from tests.helpers import ingest_config
