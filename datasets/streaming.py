@@ -132,7 +132,7 @@ class PositionalStream(IterableDataset):
                     return
                 epoch, batch, futures = pending.popleft()
                 samples = [f.result() for f in futures]
-                for s, p in zip(samples, batch):
+                for s, p in zip(samples, batch, strict=True):
                     s["epoch"], s["position"] = np.int64(epoch), np.int64(p)
                 out = to_tensors(samples[0]) if self.batch_size is None else collate(samples)
                 if in_process:  # a DataLoader worker's copy is not the user's: StreamingLoader tracks those

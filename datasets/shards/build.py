@@ -196,8 +196,10 @@ def _create_arrays(root: zarr.Group, split: str, n_rows: int, shard_rows: int, s
 class _Writer:
     """Writes the objects of one shard and returns their digests."""
 
-    def __init__(self, opts: BuildOptions, plan: dict, sources: list[SourceStore], specs: dict, zstore, root):
-        self.opts, self.plan, self.sources, self.specs, self.zstore, self.root = opts, plan, sources, specs, zstore, root
+    def __init__(self, opts: BuildOptions, plan: dict, sources: list[SourceStore], specs: dict, zstore,  # noqa: ANN001
+                 root: zarr.Group):
+        self.opts, self.plan, self.sources, self.specs = opts, plan, sources, specs
+        self.zstore, self.root = zstore, root
         self.zstd = Zstd(level=MATTE_LEVEL)
         self.subject_index = {s: {i: n for n, i in enumerate(plan["splits"][s]["subjects"])} for s in plan["splits"]}
 
@@ -287,6 +289,8 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
         if not opts.overwrite:
             raise ShardBuildError(f"{opts.out} holds a shard set built from other stores or options; "
                                   "choose another --out, or pass --overwrite to replace it")
+        for split in json.loads(previous).get("splits", {}):  # the old set goes entirely
+            sync(zstore.delete_dir(split))
         sync(zstore.delete_dir("_build"))
         sync(zstore.delete(MANIFEST))
     elif previous is None and _get_text(zstore, "zarr.json") is not None and not opts.overwrite:

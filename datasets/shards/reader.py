@@ -61,7 +61,8 @@ class OpenShard:
                     slots = spec["row_shape"][0]
                     n_chunks = S * slots
                     fd = os.open(path, os.O_RDONLY)
-                    tail = os.pread(fd, zarr_shard.index_nbytes(n_chunks), obj["bytes"] - zarr_shard.index_nbytes(n_chunks))
+                    size = zarr_shard.index_nbytes(n_chunks)
+                    tail = os.pread(fd, size, obj["bytes"] - size)
                     try:
                         index = zarr_shard.parse_index(tail, n_chunks, where=f"{reader.storage.url}/{obj['key']}")
                     except zarr_shard.ShardFormatError as exc:

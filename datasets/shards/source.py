@@ -35,7 +35,10 @@ class SourceStore:
     def array(self, clip: str, name: str) -> zarr.Array:
         key = (clip, name)
         if key not in self._arrays:
-            self._arrays[key] = self.store.clip(clip)[name]
+            array = self.store.clip(clip)[name]
+            if array.shards is not None:
+                zarr_shard.check_default_sharding(array)
+            self._arrays[key] = array
         return self._arrays[key]
 
     def _get(self, key: str, byte_range=None) -> bytes | None:  # noqa: ANN001
@@ -45,7 +48,8 @@ class SourceStore:
     def image_chunk(self, clip: str, name: str, t: int, v: int) -> bytes | None:
         """The encoded image of frame t, view (or synth slot) v of array `name`; None when absent."""
         array = self.array(clip, name)
-        zarr_shard.check_default_sharding(array)
+        if array.shards is None:
+            raise StoreError(f"{self.url}/{clip}/{name} is not sharded per frame block; cannot copy its images")
         per_shard = zarr_shard.chunks_per_shard(array)
         block, within = divmod(t, per_shard[0])
         shard_key = f"{array.path}/{array.metadata.encode_chunk_key((block,) + (0,) * (array.ndim - 1))}"

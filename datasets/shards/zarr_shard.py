@@ -33,7 +33,7 @@ def check_default_sharding(array: zarr.Array) -> None:
 
 
 def chunks_per_shard(array: zarr.Array) -> tuple[int, ...]:
-    return tuple(s // c for s, c in zip(array.shards, array.chunks))
+    return tuple(s // c for s, c in zip(array.shards, array.chunks, strict=True))
 
 
 def index_nbytes(n_chunks: int) -> int:

@@ -53,7 +53,8 @@ def test_rows_hold_exactly_the_usable_items_byte_for_byte(store_url, tmp_path):
     src = Store(store_url, mode="r")
     clip = result.manifest.doc["clips"][int(g["clip"][0])]["clip"]
     t = int(g["frame"][0])
-    np.testing.assert_array_equal(g["face_crop"][0], src.clip(clip)["face_crop"][t] * g["view_ok"][0][:, None, None, None])
+    ok = g["view_ok"][0][:, None, None, None]
+    np.testing.assert_array_equal(g["face_crop"][0], src.clip(clip)["face_crop"][t] * ok)
     np.testing.assert_array_equal(g["synth"][0], src.clip(clip)["synth"][t])
     for name in ("alpha", "face_mask"):  # mattes are re-encoded losslessly (zstd): same values
         np.testing.assert_array_equal(g[name][0], src.clip(clip)[name][t] * g["view_ok"][0][:, None, None])
@@ -107,11 +108,12 @@ def test_interrupted_build_resumes_to_the_same_shard_set(store_url, tmp_path):
 
 
 def test_other_options_are_refused_unless_overwrite(store_url, tmp_path):
-    _build(store_url, tmp_path / "s")
+    _build(store_url, tmp_path / "s", val_subjects="001")
     with pytest.raises(ShardBuildError, match="--overwrite"):
         _build(store_url, tmp_path / "s", seed=5)
     result = _build(store_url, tmp_path / "s", seed=5, overwrite=True)
     assert result.manifest.doc["options"]["seed"] == 5 and verify_shards(str(tmp_path / "s")).ok
+    assert result.manifest.splits == ["train"] and not os.path.exists(tmp_path / "s" / "val")  # old split gone
 
 
 def test_store_without_fitting_gives_one_clear_error(tmp_path):
