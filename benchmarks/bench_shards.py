@@ -181,31 +181,16 @@ def rss_while_streaming(shards: str, epochs: int = 2) -> list[tuple[float, float
 
 def s3_stream(store: str, samples: int, cache: str) -> tuple[float, float]:
     """(build s, samples/s cold cache) for the shard set on s3:// served by moto on 127.0.0.1."""
-    import logging
-    import socket
-
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
     from datasets.shards.build import BuildOptions, build_shards
     from datasets.streaming import ShardDataset, StreamingLoader
+    from tests.moto_server import local_s3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        opts = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "bench", "secret": "bench"}
-        s3fs.S3FileSystem(**opts).mkdir("bench")
+    with local_s3("bench") as opts:
         start = time.perf_counter()
         build_shards(BuildOptions([store], "s3://bench/shards", shard_rows=8, val_subjects="0", storage_options=opts))
         built = time.perf_counter() - start
         ds = ShardDataset("s3://bench/shards", batch_size=BATCH, storage_options=opts, cache_dir=cache)
         return built, timed(StreamingLoader(ds), samples)
-    finally:
-        server.stop()
 
 
 def main() -> None:

@@ -31,19 +31,7 @@ def synthetic_capture(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint (moto) on 127.0.0.1 with the bucket headforge-test; yields s3fs storage options."""
-    import socket
+    from tests.moto_server import local_s3
 
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    import s3fs
-
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=url)
-    fs.mkdir("headforge-test")
-    yield {"endpoint_url": url, "key": "testing", "secret": "testing"}
-    server.stop()
+    with local_s3("headforge-test") as options:
+        yield options

@@ -240,7 +240,7 @@ class _Writer:
             else:
                 data = np.zeros((S,) + tuple(spec["row_shape"]), dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
                 for r, (c, t) in enumerate(rows):
-                    data[r] = self._raw_value(split, name, clips[c], t, data.shape[1:])
+                    data[r] = self._raw_value(split, name, c, t, data.shape[1:])
                 objects[name] = self._put(key, data.tobytes())
         view_ok = np.zeros((len(rows), L["views"]), bool)
         heldout = np.zeros_like(view_ok)
@@ -250,11 +250,12 @@ class _Writer:
             heldout[r, :n] = clips[c]["heldout"][t]
         return {"index": k, "rows": len(rows), "counts": count_samples(view_ok, heldout), "objects": objects}
 
-    def _raw_value(self, split: str, name: str, clip: dict, t: int, shape: tuple) -> np.ndarray:
+    def _raw_value(self, split: str, name: str, c: int, t: int, shape: tuple) -> np.ndarray:
+        clip = self.plan["clips"][c]
         if name == "identity":
             return np.asarray(self.subject_index[split][clip["identity"]])
         if name == "clip":
-            return np.asarray(self.plan["clips"].index(clip))
+            return np.asarray(c)
         if name == "frame":
             return np.asarray(t)
         if name in ("view_ok", "heldout"):
