@@ -35,6 +35,12 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def read_raw(path: str, spec: dict, shard_rows: int, rows: int) -> np.ndarray:
+    """A raw (uncompressed, little-endian) shard object -> [rows, *row_shape]."""
+    dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+    return np.fromfile(path, dtype=dtype).reshape((shard_rows,) + tuple(spec["row_shape"]))[:rows]
+
+
 class OpenShard:
     """One shard of a split, opened for reading: raw arrays in memory, image objects by descriptor."""
 
@@ -54,9 +60,7 @@ class OpenShard:
                 spec = arrays[name]
                 self.kinds[name] = spec["kind"]
                 if spec["kind"] == "raw":
-                    dtype = np.dtype(spec["dtype"]).newbyteorder("<")
-                    data = np.fromfile(path, dtype=dtype).reshape((S,) + tuple(spec["row_shape"]))
-                    self.raw[name] = data[:self.rows]
+                    self.raw[name] = read_raw(path, spec, S, self.rows)
                 else:
                     slots = spec["row_shape"][0]
                     n_chunks = S * slots
@@ -148,6 +152,15 @@ class ShardReader:
                                         f"`python cli.py verify {self.storage.url}` and rebuild or re-copy the shard")
             self._checked.add(path)
         return path
+
+    def raw_arrays(self, split: str, k: int, names: list[str]) -> dict[str, np.ndarray]:
+        """Only the named raw arrays of shard k (no image object is fetched): {name: [rows, ...]}."""
+        entry = self.manifest.shards(split)[k]
+        out = {}
+        for name in names:
+            path = self.object_path(split, k, name, entry["objects"][name], keep=set())
+            out[name] = read_raw(path, self.manifest.arrays[name], self.manifest.shard_rows, entry["rows"])
+        return out
 
     def shard(self, split: str, k: int) -> OpenShard:
         with self._lock:

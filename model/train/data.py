@@ -1,0 +1,103 @@
+"""What the trainer needs from a shard set: a check that it has stage 1's products, the training set's
+landmark statistics, and streamed batches turned into model inputs at the model's resolutions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datasets.shards.manifest import Manifest, use_mask
+from datasets.shards.reader import ShardReader
+from model.guiding.canonical import head_landmarks
+from model.guiding.config import GuidingConfig
+from model.guiding.model import Inputs, resize_images
+from model.guiding.motion import FrameTable
+
+# array -> the preprocessing stage that makes it
+STAGE1_ARRAYS = {
+    "rgb": "ingest", "K": "ingest", "world_to_cam": "ingest", "view_ok": "ingest",
+    "alpha": "matting", "pose": "fitting", "scale": "fitting", "lmk3d": "fitting (3D landmarks)",
+    "face_crop": "crops", "crop_ok": "crops", "face_mask": "crops (non-face images)",
+    "identity": "build-shards", "clip": "build-shards", "frame": "build-shards", "heldout": "build-shards",
+}
+
+
+class ShardSetError(ValueError):
+    """The shard set cannot train this stage."""
+
+
+def check_stage1(manifest: Manifest, url: str, split: str = "train") -> None:
+    """One clear error, before training starts, when the shard set lacks what stage 1 needs."""
+    missing = [f"{name} ({stage})" for name, stage in STAGE1_ARRAYS.items() if name not in manifest.arrays]
+    if missing:
+        raise ShardSetError(f"{url} lacks what stage 1 needs: {', '.join(missing)}. Run those preprocessing "
+                            "stages on the source stores and rebuild the shards (python cli.py build-shards).")
+    if split not in manifest.splits:
+        raise ShardSetError(f"{url} has no {split!r} split (it has {', '.join(manifest.splits) or 'none'})")
+    if manifest.split(split)["counts"]["train"]["rows"] == 0:
+        raise ShardSetError(f"the {split!r} split of {url} has no training views")
+
+
+def mean_head_landmarks(reader: ShardReader, split: str = "train") -> np.ndarray:
+    """[68, 3] mean fitted landmarks in the head frame over the split's frames with a training view
+    (reads only the small arrays, shard by shard)."""
+    total, count = np.zeros((68, 3)), 0
+    for k in range(len(reader.manifest.shards(split))):
+        raw = reader.raw_arrays(split, k, ["pose", "scale", "lmk3d", "view_ok", "heldout"])
+        rows = use_mask(raw["view_ok"], raw["heldout"], "train").any(axis=1)
+        rows &= np.isfinite(raw["lmk3d"]).all(axis=(1, 2)) & (raw["scale"] > 0)
+        if rows.any():
+            head = head_landmarks(raw["pose"][rows].astype(np.float64), raw["scale"][rows].astype(np.float64),
+                                  raw["lmk3d"][rows].astype(np.float64))
+            total += head.sum(0)
+            count += int(rows.sum())
+    if count == 0:
+        raise ShardSetError(f"no frame of the {split!r} split has finite fitted landmarks")
+    return total / count
+
+
+def scale_intrinsics(K: Tensor, factor: float) -> Tensor:
+    """K: [..., 3, 3] for pixel centres at integer coordinates, after resizing the image by `factor`."""
+    K = K.clone()
+    K[..., 0, 0] *= factor
+    K[..., 1, 1] *= factor
+    K[..., :2, 2] = (K[..., :2, 2] + 0.5) * factor - 0.5
+    return K
+
+
+@dataclass
+class Targets:
+    rgb: Tensor  # [B*V, 3, R_out, R_out] ground truth composited on black
+    coarse_rgb: Tensor  # [B*V, 3, R, R] the same at render resolution
+    alpha: Tensor  # [B*V, R, R] matte in [0, 1] at render resolution
+    lmk3d: Tensor  # [B, L, 3] fitted world landmarks
+
+
+def _images(x: Tensor) -> Tensor:
+    """uint8 [..., H, W, C] -> float [N, C, H, W] in [0, 1]."""
+    x = x.reshape(-1, *x.shape[-3:]) if x.dim() >= 4 else x[None]
+    return x.permute(0, 3, 1, 2).float() / 255
+
+
+def prepare_batch(batch: dict[str, Tensor], config: GuidingConfig, frames: FrameTable, device: torch.device
+                  ) -> tuple[Inputs, Targets]:
+    """A streamed stage-1 batch (rgb [B, V, H, W, 3] uint8, ...) -> model inputs and targets on `device`."""
+    rgb = batch["rgb"].to(device)
+    B, V, H = rgb.shape[:3]
+    image = _images(rgb)  # [B*V, 3, H, H]
+    alpha = batch["alpha"].to(device).reshape(B * V, 1, H, H).float() / 255
+    gt = image * alpha
+    R, R_out = config.render_resolution, config.output_resolution
+    inputs = Inputs(
+        identity=batch["identity"].long().to(device),
+        frame_rows=frames.index(batch["clip"], batch["frame"]).to(device),
+        condition=resize_images(_images(batch["condition"].to(device)), config.encoder_input),
+        non_face=resize_images(_images(batch["non_face"].to(device)), config.encoder_input),
+        pose=batch["pose"].float().to(device), scale=batch["scale"].float().to(device),
+        K=scale_intrinsics(batch["K"].float().to(device), R / H), world_to_cam=batch["world_to_cam"].float().to(device))
+    targets = Targets(rgb=resize_images(gt, R_out), coarse_rgb=resize_images(gt, R),
+                      alpha=resize_images(alpha, R)[:, 0], lmk3d=batch["lmk3d"].float().to(device))
+    return inputs, targets
