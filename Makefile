@@ -9,6 +9,7 @@ ARGS   ?=
 DEMO_RAW   = data/demo
 DEMO_STORE = stores/demo.zarr
 DEMO_SHARDS = shards/demo
+DEMO_RUN   = runs/demo-guiding
 
 .PHONY: install test test-all demo preprocess bench clean
 
@@ -38,6 +39,8 @@ demo: install $(DEMO_RAW)
 	$(PY) cli.py inspect $(DEMO_STORE) --out inspect/demo
 	$(PY) cli.py build-shards $(DEMO_STORE) --out $(DEMO_SHARDS) --holdout-views 2 --shard-rows 8 --overwrite
 	$(PY) cli.py verify $(DEMO_SHARDS)
+	# stage 1 (the guiding mesh model), tiny preset: about 4 minutes on 2 CPU cores; rerun continues it
+	$(PY) cli.py train $(DEMO_SHARDS) --stage guiding --preset tiny --out $(DEMO_RUN) --steps 400 --eval-every 200
 
 STAGES ?= ingest,matting,landmarks,fitting,crops,synthesis
 
@@ -51,6 +54,7 @@ bench: install
 	$(PY) benchmarks/bench_fitting.py
 	$(PY) benchmarks/bench_synthesis.py
 	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_guiding.py
 
 clean:
-	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) inspect/demo
+	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) $(DEMO_RUN) inspect/demo

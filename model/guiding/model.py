@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.profiler import record_function
 
 from model.guiding.canonical import CanonicalFrame, world_transform
 from model.guiding.config import GuidingConfig
@@ -62,15 +63,16 @@ class Outputs:
 
 class GuidingModel(nn.Module):
     def __init__(self, config: GuidingConfig, frame: CanonicalFrame, landmarks: Tensor, n_identities: int,
-                 n_frames: int):
-        """landmarks: [L, 3] initial canonical landmarks P0 (the training set's mean)."""
+                 n_frames: int, initialise: bool = True):
+        """landmarks: [L, 3] initial canonical landmarks P0 (the training set's mean); initialise: fit f_mean
+        to the initial head shape (skipped when a checkpoint's weights will be loaded)."""
         super().__init__()
         config.validate()
         c = self.config = config
         self.frame = frame
         for name, value in frame.state().items():
             self.register_buffer(f"canonical_{name}", value)
-        self.mean_shape = MeanShape(c)
+        self.mean_shape = MeanShape(c, initialise=initialise)
         self.landmarks = nn.Parameter(landmarks.clone().float())  # P0
         self.id_codes = nn.Parameter(torch.randn(n_identities, c.id_dim) * 0.01)
         self.f_inj = ConditionedMLP(c.feature_dim, c.id_dim, c.width, c.width, c.inj_hidden)
@@ -120,32 +122,36 @@ class GuidingModel(nn.Module):
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, x: Inputs) -> Outputs:
         c = self.config
-        mesh = self.mean_shape.extract()
+        with record_function("guiding/mean mesh (f_mean + DMTet)"):
+            mesh = self.mean_shape.extract()
         if mesh.faces.shape[0] == 0:
             raise RuntimeError("the mean SDF has no surface inside the grid (training diverged?)")
         B, V = x.K.shape[:2]
-        z_id = self.id_codes[x.identity]
-        z_exp, z_nf = self.motion_codes(x)
-        weights = expression_weights(mesh.verts, self.landmarks, c.t1, c.t2)
-        verts_can, H, delta_exp, delta_nf = self.deform(mesh.verts, mesh.features, z_id, z_exp, z_nf, weights)
-        colour = self.f_col(H)  # [B, N, C]
-        world = self.posed(x, verts_can)  # [B, N, 3]
-
-        # landmarks: P0 through the same deformation (their l_exp is 1: distance 0 to themselves)
-        _, lmk_gamma = self.mean_shape(self.landmarks)
-        lmk_weights = torch.ones(self.landmarks.shape[0], device=world.device)
-        lmk_can, _, _, _ = self.deform(self.landmarks, lmk_gamma, z_id, z_exp, z_nf, lmk_weights)
-        R, tau = self.pose_refine(x.frame_rows)
-        lmk_can = lmk_can @ R.transpose(1, 2) + tau[:, None]
+        with record_function("guiding/encoders, deformation and colour MLPs"):
+            z_id = self.id_codes[x.identity]
+            z_exp, z_nf = self.motion_codes(x)
+            weights = expression_weights(mesh.verts, self.landmarks, c.t1, c.t2)
+            verts_can, H, delta_exp, delta_nf = self.deform(mesh.verts, mesh.features, z_id, z_exp, z_nf, weights)
+            colour = self.f_col(H)  # [B, N, C]
+            world = self.posed(x, verts_can)  # [B, N, 3]
+            # landmarks: P0 through the same deformation (their l_exp is 1: distance 0 to themselves)
+            _, lmk_gamma = self.mean_shape(self.landmarks)
+            lmk_weights = torch.ones(self.landmarks.shape[0], device=world.device)
+            lmk_can, _, _, _ = self.deform(self.landmarks, lmk_gamma, z_id, z_exp, z_nf, lmk_weights)
+            R, tau = self.pose_refine(x.frame_rows)
+            lmk_can = lmk_can @ R.transpose(1, 2) + tau[:, None]
 
         cam_verts = world[:, None].expand(B, V, *world.shape[1:]).reshape(B * V, *world.shape[1:])
         cam_colour = colour[:, None].expand(B, V, *colour.shape[1:]).reshape(B * V, *colour.shape[1:])
         K, E = x.K.reshape(B * V, 3, 3), x.world_to_cam.reshape(B * V, 4, 4)
         R_px = c.render_resolution
-        rast = rasterize(cam_verts, mesh.faces, K, E, R_px, R_px)
-        features = interpolate(cam_colour, mesh.faces, rast).permute(0, 3, 1, 2)  # [B*V, C, R, R]
-        soft = soft_silhouette(cam_verts, mesh.faces, K, E, R_px, R_px, sigma=c.silhouette_sigma)
-        fine = self.refine(features)
+        with record_function("guiding/rasterize + 32-channel interpolation"):
+            rast = rasterize(cam_verts, mesh.faces, K, E, R_px, R_px)
+            features = interpolate(cam_colour, mesh.faces, rast).permute(0, 3, 1, 2)  # [B*V, C, R, R]
+        with record_function("guiding/soft silhouette"):
+            soft = soft_silhouette(cam_verts, mesh.faces, K, E, R_px, R_px, sigma=c.silhouette_sigma)
+        with record_function("guiding/refine U-Net"):
+            fine = self.refine(features)
         return Outputs(fine=fine, coarse=features[:, :3], mask=rast.mask, soft_mask=soft, verts_can=verts_can,
                        faces=mesh.faces, delta_exp=delta_exp, delta_nf=delta_nf, landmarks_can=lmk_can,
                        to_world=world_transform(self.frame, x.pose, x.scale))

@@ -83,7 +83,11 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
                 bar.update(task, completed=step, loss=f"{scalars['total']:.4f}",
                            rate=f"{scalars['seconds_per_step']:.2f}")
 
-            metrics = trainer.fit(on_step=on_step)
+            def on_eval(step: int, m: dict[str, float]) -> None:
+                bar.console.print(f"step {step}: mask IoU {m['iou']:.3f}, PSNR {m['psnr']:.2f} dB "
+                                  f"({int(m['views'])} {'held-out' if m['heldout'] else 'training'} views)")
+
+            metrics = trainer.fit(on_step=on_step, on_eval=on_eval)
     except (ShardMissingError, ShardCorruptError) as exc:
         raise TrainRunError(f"{exc} (the last checkpoint is in {train.out})") from None
     finally:

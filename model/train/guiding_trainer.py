@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.profiler import record_function
 
 from datasets.streaming import ShardDataset, StreamingLoader
 from model.guiding.canonical import CanonicalFrame
@@ -63,17 +64,19 @@ class GuidingTrainer:
             frame = CanonicalFrame.from_state(resume["canonical"])
             landmarks = torch.zeros(68, 3)
         else:
-            frame = CanonicalFrame.from_landmarks(mean_head_landmarks(self.dataset.reader))
-            landmarks = torch.tensor(frame.to_canonical(mean_head_landmarks(self.dataset.reader)), dtype=torch.float32)
+            mean = mean_head_landmarks(self.dataset.reader)
+            frame = CanonicalFrame.from_landmarks(mean)
+            landmarks = torch.tensor(frame.to_canonical(mean), dtype=torch.float32)  # P0: the mean, canonical
         torch.manual_seed(train.seed)
         self.model = GuidingModel(model_config, frame, landmarks, len(self.subjects), len(self.frames),
-                                  ).to(self.device)
+                                  initialise=resume is None).to(self.device)
         self.optimizer = torch.optim.Adam(self._param_groups())
         self.loader = StreamingLoader(self.dataset, num_workers=train.num_workers)
         if resume is not None:
             self._restore(resume)
         self.log = RunLog(train.out) if log else None
         self.history: list[dict[str, float]] = []
+        self.on_eval: Callable[[int, dict[str, float]], None] | None = None
 
     # --------------------------------------------------------------------------------------- set-up
     def _dataset(self, use: str, views: int, shuffle: bool, repeat: bool, synth_ratio: float | None = None):
@@ -118,12 +121,15 @@ class GuidingTrainer:
     # --------------------------------------------------------------------------------------- the loop
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[LossTerms, object, object]:
         self.model.train()
-        inputs, targets = prepare_batch(batch, self.config, self.frames, self.device)
+        with record_function("guiding/batch to tensors"):
+            inputs, targets = prepare_batch(batch, self.config, self.frames, self.device)
         out = self.model(inputs)
-        terms = guiding_loss(self.config, out, targets.rgb, targets.alpha, targets.coarse_rgb, targets.lmk3d)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.optimizer.step()
+        with record_function("guiding/losses"):
+            terms = guiding_loss(self.config, out, targets.rgb, targets.alpha, targets.coarse_rgb, targets.lmk3d)
+        with record_function("guiding/backward + Adam"):
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            self.optimizer.step()
         project_norm_(self.model.id_codes)
         if self.config.motion == "codes":
             project_norm_(self.model.exp_codes)
@@ -169,11 +175,15 @@ class GuidingTrainer:
         grid = image_grid([targets.rgb[:V], up(out.coarse), out.fine[:V], up(out.mask[:, None])])
         self.log.grid("train/gt_coarse_fine_mask", grid, self.step)
 
-    def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None, progress=None) -> dict:
-        """Train to `steps` (or until `minutes` pass), evaluating and checkpointing on schedule.
-        -> the last evaluation."""
+    def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None,
+            on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+        """Train to `steps` (or until `minutes` pass), evaluating and checkpointing on schedule (a new run is
+        evaluated before its first step too). -> the last evaluation."""
         t = self.train_config
+        self.on_eval = on_eval
         start, metrics = time.monotonic(), {}
+        if self.step == 0 and t.eval_every:
+            self._evaluate_and_log()
         batches = iter(self.loader)
         while self.step < t.steps:
             if t.minutes and time.monotonic() - start > t.minutes * 60:
@@ -205,6 +215,8 @@ class GuidingTrainer:
 
     def _evaluate_and_log(self) -> dict[str, float]:
         metrics = self.evaluate()
+        if self.on_eval:
+            self.on_eval(self.step, metrics)
         if self.log:
             self.log.scalars("eval", {"iou": metrics["iou"], "psnr": metrics["psnr"]}, self.step)
         return metrics
