@@ -165,15 +165,15 @@ class GuidingTrainer:
             "identity": self._identity(self.dataset.manifest), "canonical": self.model.frame.state(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(),
-            "train_config": dataclasses.asdict(self.train_config)})
+            # storage options may hold credentials: they stay out of the file
+            "train_config": {**dataclasses.asdict(self.train_config), "storage_options": {}}})
 
     def preview(self, out, targets) -> None:
-        V = self.config.views
-        size = self.config.output_resolution
-        def up(x):  # noqa: E306 - render-resolution rows are shown at output size
-            return torch.nn.functional.interpolate(x[:V].float(), size=(size, size), mode="nearest")
-        grid = image_grid([targets.rgb[:V], up(out.coarse), out.fine[:V], up(out.mask[:, None])])
-        self.log.grid("train/gt_coarse_fine_mask", grid, self.step)
+        """The first frame's views: ground truth, coarse (first 3 channels), fine, mask; at output size."""
+        V, size = self.config.views, self.config.output_resolution
+        rows = [targets.rgb[:V], out.coarse[:V], out.fine[:V], out.mask[:V, None].float()]
+        rows = [torch.nn.functional.interpolate(r.float(), size=(size, size), mode="nearest") for r in rows]
+        self.log.grid("train/gt_coarse_fine_mask", image_grid(rows), self.step)
 
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None,
             on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict:
