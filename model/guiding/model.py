@@ -112,12 +112,6 @@ class GuidingModel(nn.Module):
             moved = moved + w * delta_exp + (1 - w) * delta_nf
         return moved, H, delta_exp, delta_nf
 
-    def posed(self, x: Inputs, points: Tensor) -> Tensor:
-        """points: [B, N, 3] canonical -> [B, N, 3] world, through the refined per-frame pose."""
-        A, b = world_transform(self.frame, x.pose, x.scale)
-        R, tau = self.pose_refine(x.frame_rows)
-        refined = points @ R.transpose(1, 2) + tau[:, None]
-        return refined @ A.transpose(1, 2) + b[:, None]
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, x: Inputs) -> Outputs:
@@ -133,13 +127,14 @@ class GuidingModel(nn.Module):
             weights = expression_weights(mesh.verts, self.landmarks, c.t1, c.t2)
             verts_can, H, delta_exp, delta_nf = self.deform(mesh.verts, mesh.features, z_id, z_exp, z_nf, weights)
             colour = self.f_col(H)  # [B, N, C]
-            world = self.posed(x, verts_can)  # [B, N, 3]
+            R, tau = self.pose_refine(x.frame_rows)  # per-frame refinement, in canonical space
+            A, b = to_world = world_transform(self.frame, x.pose, x.scale)  # canonical -> world
+            world = _affine(_affine(verts_can, R, tau), A, b)  # [B, N, 3]
             # landmarks: P0 through the same deformation (their l_exp is 1: distance 0 to themselves)
             _, lmk_gamma = self.mean_shape(self.landmarks)
             lmk_weights = torch.ones(self.landmarks.shape[0], device=world.device)
             lmk_can, _, _, _ = self.deform(self.landmarks, lmk_gamma, z_id, z_exp, z_nf, lmk_weights)
-            R, tau = self.pose_refine(x.frame_rows)
-            lmk_can = lmk_can @ R.transpose(1, 2) + tau[:, None]
+            lmk_can = _affine(lmk_can, R, tau)
 
         cam_verts = world[:, None].expand(B, V, *world.shape[1:]).reshape(B * V, *world.shape[1:])
         cam_colour = colour[:, None].expand(B, V, *colour.shape[1:]).reshape(B * V, *colour.shape[1:])
@@ -154,7 +149,12 @@ class GuidingModel(nn.Module):
             fine = self.refine(features)
         return Outputs(fine=fine, coarse=features[:, :3], mask=rast.mask, soft_mask=soft, verts_can=verts_can,
                        faces=mesh.faces, delta_exp=delta_exp, delta_nf=delta_nf, landmarks_can=lmk_can,
-                       to_world=world_transform(self.frame, x.pose, x.scale))
+                       to_world=to_world)
+
+
+def _affine(points: Tensor, M: Tensor, t: Tensor) -> Tensor:
+    """points: [B, N, 3]; M: [B, 3, 3]; t: [B, 3] -> [B, N, 3] = M p + t per sample."""
+    return points @ M.transpose(1, 2) + t[:, None]
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:
