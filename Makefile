@@ -10,6 +10,7 @@ DEMO_RAW   = data/demo
 DEMO_STORE = stores/demo.zarr
 DEMO_SHARDS = shards/demo
 DEMO_RUN   = runs/demo-guiding
+DEMO_GAUSSIAN = runs/demo-gaussian
 
 .PHONY: install test test-all demo preprocess bench clean
 
@@ -41,6 +42,11 @@ demo: install $(DEMO_RAW)
 	$(PY) cli.py verify $(DEMO_SHARDS)
 	# stage 1 (the guiding mesh model), tiny preset: about 4 minutes on 2 CPU cores; rerun continues it
 	$(PY) cli.py train $(DEMO_SHARDS) --stage guiding --preset tiny --out $(DEMO_RUN) --steps 400 --eval-every 200
+	# stage 2 (the Gaussian model) from it: about 5 minutes; then both on the same held-out views, and a turntable
+	$(PY) cli.py train $(DEMO_SHARDS) --stage gaussian --init $(DEMO_RUN)/checkpoint.pt --preset tiny \
+		--out $(DEMO_GAUSSIAN) --steps 300 --eval-every 150
+	$(PY) cli.py evaluate $(DEMO_RUN) $(DEMO_GAUSSIAN)
+	$(PY) cli.py render $(DEMO_GAUSSIAN) --turntable renders/demo-turntable.gif --frames 36
 
 STAGES ?= ingest,matting,landmarks,fitting,crops,synthesis
 
@@ -55,6 +61,8 @@ bench: install
 	$(PY) benchmarks/bench_synthesis.py
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_guiding.py
+	$(PY) benchmarks/bench_gaussian.py
+	$(PY) benchmarks/bench_gaussian_render.py
 
 clean:
-	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) $(DEMO_RUN) inspect/demo
+	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) $(DEMO_RUN) $(DEMO_GAUSSIAN) renders/demo-turntable.gif inspect/demo

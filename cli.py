@@ -382,14 +382,23 @@ def verify(
 
     python cli.py train shards/demo --config train.toml --set lr=5e-4 --set grid_resolution=48
 
-A TOML config holds `[train]` (TrainConfig fields) and `[model]` (GuidingConfig fields); `--set` overrides
-model fields. Watch a run with `tensorboard --logdir runs/demo-guiding/tensorboard`.
+    python cli.py train shards/demo --stage gaussian --init runs/demo-guiding/checkpoint.pt \\
+        --preset tiny --out runs/demo-gaussian --minutes 10
+
+    python cli.py train shards/demo --stage gaussian --init runs/demo-guiding/checkpoint.pt \\
+        --out runs/demo-template --set init=template   # the ablation: template points, untrained networks
+
+A TOML config holds `[train]` (TrainConfig fields) and `[model]` (GuidingConfig fields for stage 1,
+GaussianConfig fields for stage 2); `--set` overrides model fields (stage 2: e.g. vgg_weights=PATH to a
+torchvision VGG16 state dict for the perceptual loss, backend=torch|gsplat). Watch a run with
+`tensorboard --logdir runs/demo-guiding/tensorboard`.
 """)
 def train(
     shards: str = typer.Argument(..., help="Shard set directory or URL (python cli.py build-shards)."),
-    stage: str = typer.Option("guiding", help="guiding (stage 1: the guiding mesh model)."),
+    stage: str = typer.Option("guiding", help="guiding (stage 1: the guiding mesh model) or gaussian (stage 2)."),
+    init: Optional[str] = typer.Option(None, help="Stage 2: the stage-1 checkpoint it starts from."),
     out: str = typer.Option("runs/guiding", "--out", "-o", help="Run directory; an existing run there resumes."),
-    preset: str = typer.Option("tiny", help="Model preset: paper, paper-v1 or tiny (CPU)."),
+    preset: str = typer.Option("tiny", help="Model preset: paper, paper-v1 (stage 1) or tiny (CPU)."),
     steps: Optional[int] = typer.Option(None, help="Optimiser steps in all (default 2000)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes of training in this run."),
     config: Optional[str] = typer.Option(None, help="TOML file with [train] and [model] tables."),
@@ -406,10 +415,13 @@ def train(
     """Train a model from a shard set, streaming (resumable: rerun with the same --out to continue).
 
     Stage `guiding`: SDF -> DMTet mean mesh, identity/expression/non-face deformation, 32-channel mesh
-    render and refine U-Net (GPHMv2 stage 1). Writes checkpoint.pt, tensorboard/ and previews/ under --out."""
+    render and refine U-Net (GPHMv2 stage 1). Stage `gaussian`: 3D Gaussians on the stage-1 mean mesh with
+    the inherited networks, splatted to 32 channels (gsplat on CUDA, pure PyTorch on CPU), then the refine
+    U-Net (GPHMv2 stage 2). Writes checkpoint.pt, tensorboard/ and previews/ under --out."""
     from model.train.cli_run import TrainRunError, run_training
 
-    cli_values = {"shards": shards, "out": out, "preset": preset, "steps": steps, "minutes": minutes, "seed": seed,
+    cli_values = {"shards": shards, "out": out, "preset": preset, "init": init, "steps": steps, "minutes": minutes,
+                  "seed": seed,
                   "device": device, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
                   "image_every": image_every, "num_workers": num_workers, "threads": threads}
     try:
@@ -418,6 +430,108 @@ def train(
     except TrainRunError as e:
         _fail(str(e))
 
+
+
+@app.command(epilog="""
+**Examples**
+
+    python cli.py evaluate runs/demo-guiding runs/demo-gaussian        # stage 1 and stage 2, same views
+
+    python cli.py evaluate runs/demo-gaussian --frames 64 --json metrics.json
+""")
+def evaluate(
+    runs: list[str] = typer.Argument(..., help="Run directories or checkpoint files (either stage)."),
+    shards: Optional[str] = typer.Option(None, help="Shard set (default: the one each run was trained on)."),
+    frames: int = typer.Option(16, help="Frames evaluated, with all their held-out views (fixed order)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
+) -> None:
+    """PSNR and SSIM of the rendered (fine) images, and mask IoU, on the held-out views and frames of the
+    shard set (its training views when it holds none out). Several runs are measured on the same images."""
+    import json
+
+    from rich.table import Table
+
+    from model.train.checkpoint import CheckpointError
+    from model.train.evaluation import evaluate_checkpoint
+
+    table = Table("run", "stage", "step", "PSNR (dB)", "SSIM", "mask IoU", "views")
+    results = {}
+    for run in runs:
+        try:
+            m = evaluate_checkpoint(run, shards, frames, device, _storage_options(storage_option))
+        except (CheckpointError, ValueError, FileNotFoundError) as e:
+            _fail(f"{run}: {e}")
+        results[run] = m
+        where = "held-out" if m["heldout"] else "training"
+        table.add_row(run, m["stage"], str(int(m["step"])), f"{m['psnr']:.2f}", f"{m['ssim']:.4f}",
+                      f"{m['iou']:.3f}", f"{int(m['views'])} {where}")
+    console.print(table)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+@app.command(epilog="""
+**Examples**
+
+    python cli.py render runs/demo-gaussian --turntable renders/turntable.gif
+
+    python cli.py render runs/demo-gaussian --grid renders/grid.png --identities random:2 --expressions random:5
+
+    python cli.py render runs/demo-gaussian --grid renders/grid.png --identities nersemble/001,nersemble/002 \\
+        --expressions 001/EXP-1-jawopen:3,002/EXP-2-smile:10
+
+    python cli.py render runs/demo-gaussian --transfer renders/transfer.mp4 --driver 002/EXP-1-jawopen \\
+        --subject nersemble/001
+""")
+def render(
+    run: str = typer.Argument(..., help="A stage-2 run directory or checkpoint file."),
+    turntable: Optional[str] = typer.Option(None, help="Write a turntable of --subject here (.gif or .mp4)."),
+    grid: Optional[str] = typer.Option(None, help="Write an identity x expression grid here (.png)."),
+    transfer: Optional[str] = typer.Option(None, help="Write --subject driven by --driver's frames (.gif/.mp4)."),
+    subject: Optional[str] = typer.Option(None, help="Subject name (default: the first)."),
+    identities: str = typer.Option("random:2", help="Grid rows: random:N, or subject names, comma-separated."),
+    expressions: str = typer.Option("random:5", help="Grid columns: random:N, or CLIP:FRAME specs, comma-separated."),
+    driver: Optional[str] = typer.Option(None, help="Driving clip (name or index) for --transfer."),
+    own_non_face: bool = typer.Option(False, help="Transfer: keep the subject's own non-face motion code."),
+    frames: int = typer.Option(60, help="Turntable angles; transfer: at most this many driving frames (0: all)."),
+    fps: int = typer.Option(20, help="Frames per second of animations."),
+    size: int = typer.Option(512, help="Image size in pixels."),
+    seed: int = typer.Option(0, help="Seed of random identities and expressions."),
+    shards: Optional[str] = typer.Option(None, help="Shard set (default: the one the run was trained on)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
+) -> None:
+    """Render a trained Gaussian head model: a turntable (GIF or MP4), an identity x expression grid (random
+    or given codes, GPHMv2 Fig. 5) and expression transfer driven by another clip's face crops."""
+    from model.showcase.run import RenderError, Showcase
+    from model.train.checkpoint import CheckpointError
+
+    if not (turntable or grid or transfer):
+        _fail("nothing to render: give --turntable, --grid and/or --transfer")
+    if transfer and not driver:
+        _fail("--transfer needs --driver CLIP")
+
+    def listed(value: str) -> tuple[list[str] | None, int]:
+        if value.startswith("random:"):
+            return None, int(value.split(":", 1)[1])
+        return [v.strip() for v in value.split(",") if v.strip()], 0
+
+    try:
+        show = Showcase(run, shards, device, size, _storage_options(storage_option))
+        with console.status("rendering"):
+            if turntable:
+                console.print(f"turntable: {show.turntable(turntable, subject, frames, fps)}")
+            if grid:
+                ids, n_ids = listed(identities)
+                exps, n_exps = listed(expressions)
+                console.print(f"grid: {show.grid(grid, ids, n_ids, exps, n_exps, seed)}")
+            if transfer:
+                console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
+    except (RenderError, CheckpointError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
 
 if __name__ == "__main__":
     app()

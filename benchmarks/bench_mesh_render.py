@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import timed  # noqa: E402
 from datasets.capture.rig import make_rig  # noqa: E402
 from datasets.synthhead.proxies import uv_sphere  # noqa: E402
 from model.render.mesh import interpolate, project, rasterize, soft_silhouette  # noqa: E402
@@ -61,17 +61,6 @@ def dense_face_ids(verts, faces, K, E, H, W):
         ids = torch.where(better, k + start, ids)
     return ids.view(-1, H, W)
 
-
-def timed(fn, device: str, repeat: int = 3) -> float:
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeat
 
 
 def main() -> None:

@@ -61,34 +61,28 @@ class Outputs:
     to_world: tuple[Tensor, Tensor]  # (A [B, 3, 3], b [B, 3]): world = A c + b
 
 
-class GuidingModel(nn.Module):
-    def __init__(self, config: GuidingConfig, frame: CanonicalFrame, landmarks: Tensor, n_identities: int,
-                 n_frames: int, initialise: bool = True):
-        """landmarks: [L, 3] initial canonical landmarks P0 (the training set's mean); initialise: fit f_mean
-        to the initial head shape (skipped when a checkpoint's weights will be loaded)."""
-        super().__init__()
-        config.validate()
-        c = self.config = config
-        self.frame = frame
-        for name, value in frame.state().items():
-            self.register_buffer(f"canonical_{name}", value)
-        self.mean_shape = MeanShape(c, initialise=initialise)
-        self.landmarks = nn.Parameter(landmarks.clone().float())  # P0
-        self.id_codes = nn.Parameter(torch.randn(n_identities, c.id_dim) * 0.01)
-        self.f_inj = ConditionedMLP(c.feature_dim, c.id_dim, c.width, c.width, c.inj_hidden)
-        self.f_id = MLP(c.width, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
-        self.f_col = MLP(c.width, c.color_dim, c.width, c.hidden)
-        self.f_exp = ConditionedMLP(c.width, c.exp_dim, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
-        if c.motion == "encoders":
-            self.E_exp = ConvEncoder(c.exp_dim, c.encoder_channels, c.width)
-            self.E_nf = ConvEncoder(c.nf_dim, c.encoder_channels, c.width)
-            self.f_nf = ConditionedMLP(c.width, c.nf_dim, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
-        else:
-            self.exp_codes = nn.Parameter(torch.randn(n_frames, c.exp_dim) * 0.01)
-        self.pose_refine = PoseRefinement(n_frames)
-        self.refine = RefineUNet(c.color_dim, c.refine_width, c.refine_upsample)
+def build_networks(module: nn.Module, c: GuidingConfig, n_identities: int, n_frames: int) -> None:
+    """The networks and per-subject / per-frame tables shared by the guiding and the Gaussian model, set as
+    attributes of `module` under the same names in both (stage 2 loads them from a stage-1 checkpoint)."""
+    module.id_codes = nn.Parameter(torch.randn(n_identities, c.id_dim) * 0.01)
+    module.f_inj = ConditionedMLP(c.feature_dim, c.id_dim, c.width, c.width, c.inj_hidden)
+    module.f_id = MLP(c.width, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
+    module.f_col = MLP(c.width, c.color_dim, c.width, c.hidden)
+    module.f_exp = ConditionedMLP(c.width, c.exp_dim, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
+    if c.motion == "encoders":
+        module.E_exp = ConvEncoder(c.exp_dim, c.encoder_channels, c.width)
+        module.E_nf = ConvEncoder(c.nf_dim, c.encoder_channels, c.width)
+        module.f_nf = ConditionedMLP(c.width, c.nf_dim, 3, c.width, c.hidden, out_scale=DISPLACEMENT_INIT)
+    else:
+        module.exp_codes = nn.Parameter(torch.randn(n_frames, c.exp_dim) * 0.01)
+    module.pose_refine = PoseRefinement(n_frames)
+    module.refine = RefineUNet(c.color_dim, c.refine_width, c.refine_upsample)
 
-    # ------------------------------------------------------------------------------------------ parts
+
+class MotionDeformation(nn.Module):
+    """Motion codes and the identity / expression / non-face deformation of canonical points, for a module
+    made by `build_networks` that holds `config: GuidingConfig`."""
+
     def motion_codes(self, x: Inputs) -> tuple[Tensor, Tensor | None]:
         """-> (z_exp [B, exp_dim], z_nf [B, nf_dim] or None for the v1 variant)."""
         if self.config.motion == "encoders":
@@ -112,6 +106,21 @@ class GuidingModel(nn.Module):
             moved = moved + w * delta_exp + (1 - w) * delta_nf
         return moved, H, delta_exp, delta_nf
 
+
+class GuidingModel(MotionDeformation):
+    def __init__(self, config: GuidingConfig, frame: CanonicalFrame, landmarks: Tensor, n_identities: int,
+                 n_frames: int, initialise: bool = True):
+        """landmarks: [L, 3] initial canonical landmarks P0 (the training set's mean); initialise: fit f_mean
+        to the initial head shape (skipped when a checkpoint's weights will be loaded)."""
+        super().__init__()
+        config.validate()
+        c = self.config = config
+        self.frame = frame
+        for name, value in frame.state().items():
+            self.register_buffer(f"canonical_{name}", value)
+        self.mean_shape = MeanShape(c, initialise=initialise)
+        self.landmarks = nn.Parameter(landmarks.clone().float())  # P0
+        build_networks(self, c, n_identities, n_frames)
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(self, x: Inputs) -> Outputs:

@@ -48,7 +48,11 @@ def save(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str, stage: str, map_location="cpu") -> dict:
+STAGES = ("guiding", "gaussian")
+
+
+def load(path: str, stage: str | None, map_location="cpu") -> dict:
+    """The checkpoint at `path` if it is this code's format and version and of `stage` (None: either stage)."""
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -59,6 +63,6 @@ def load(path: str, stage: str, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a headforge checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} is checkpoint version {payload.get('version')}; this code reads {VERSION}")
-    if payload.get("stage") != stage:
+    if payload.get("stage") not in ((stage,) if stage else STAGES):
         raise CheckpointError(f"{path} is a {payload.get('stage')!r} checkpoint, not {stage!r}")
     return payload

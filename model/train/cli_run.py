@@ -10,21 +10,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from datasets.shards.manifest import ManifestError
 from datasets.shards.reader import ShardCorruptError
 from datasets.shards.storage import ShardMissingError
-from model.guiding.config import GuidingConfig, override, preset
+from model.gaussian import config as gaussian_config
+from model.guiding import config as guiding_config
+from model.guiding.config import override
+from model.nets.vgg import VGGWeightsError
 from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
 from model.train.data import ShardSetError
 
-STAGES = ("guiding",)
+STAGES = {"guiding": guiding_config.preset, "gaussian": gaussian_config.preset}  # stage -> its presets
 
 
 class TrainRunError(RuntimeError):
     """A training run that cannot start or continue, with the reason for the user."""
 
 
-def build_configs(cli_values: dict, config_file: str | None, sets: list[str], storage_options: dict
-                  ) -> tuple[TrainConfig, GuidingConfig]:
-    """Precedence: dataclass defaults < preset < TOML file < command line."""
+def build_configs(cli_values: dict, config_file: str | None, sets: list[str], storage_options: dict,
+                  stage: str = "guiding") -> tuple[TrainConfig, object]:
+    """-> (TrainConfig, the stage's model config: GuidingConfig or GaussianConfig).
+    Precedence: dataclass defaults < preset < TOML file < command line."""
     doc = {}
     if config_file:
         try:
@@ -39,7 +43,7 @@ def build_configs(cli_values: dict, config_file: str | None, sets: list[str], st
         train = override(TrainConfig(), {**doc.get("train", {}), **cli_values})
         if storage_options:
             train = override(train, {"storage_options": storage_options})
-        model = override(preset(train.preset), doc.get("model", {}))
+        model = override(STAGES[stage](train.preset), doc.get("model", {}))
         pairs = {}
         for item in sets:
             key, sep, value = item.partition("=")
@@ -59,15 +63,21 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
                  console: Console) -> dict:
     if stage not in STAGES:
         raise TrainRunError(f"unknown stage {stage!r}; available: {', '.join(STAGES)}")
-    train, model = build_configs(cli_values, config_file, sets, storage_options)
-    from model.train.guiding_trainer import GuidingTrainer
-
+    train, model = build_configs(cli_values, config_file, sets, storage_options, stage)
+    if stage == "guiding":
+        from model.train.guiding_trainer import GuidingTrainer as trainer_class
+    else:
+        from model.train.gaussian_trainer import GaussianTrainer as trainer_class
     try:
-        trainer = GuidingTrainer(train, model)
-    except (ShardSetError, CheckpointError, ManifestError, ShardMissingError, ShardCorruptError,
+        trainer = trainer_class(train, model)
+    except (ShardSetError, CheckpointError, ManifestError, ShardMissingError, ShardCorruptError, VGGWeightsError,
             FileNotFoundError) as exc:
         raise TrainRunError(str(exc)) from None
     n_params = sum(p.numel() for p in trainer.model.parameters())
+    if stage == "gaussian":
+        source = trainer.source
+        console.print(f"{trainer.model.n_points} Gaussians, initialised from {source['strategy']} "
+                      f"({source['path']}, stage-1 step {source['step']})")
     console.print(f"stage {stage}, preset {train.preset}: {n_params / 1e6:.2f} M parameters on {trainer.device}; "
                   f"{len(trainer.subjects)} subjects, {len(trainer.frames)} frames; "
                   f"{'resuming at step ' + str(trainer.step) if trainer.step else 'new run'} in {train.out}")
@@ -84,7 +94,8 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
                            rate=f"{scalars['seconds_per_step']:.2f}")
 
             def on_eval(step: int, m: dict[str, float]) -> None:
-                bar.console.print(f"step {step}: mask IoU {m['iou']:.3f}, PSNR {m['psnr']:.2f} dB "
+                bar.console.print(f"step {step}: mask IoU {m['iou']:.3f}, PSNR {m['psnr']:.2f} dB, "
+                                  f"SSIM {m['ssim']:.3f} "
                                   f"({int(m['views'])} {'held-out' if m['heldout'] else 'training'} views)")
 
             metrics = trainer.fit(on_step=on_step, on_eval=on_eval)
@@ -93,6 +104,7 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
     finally:
         trainer.close()
     where = "held-out views" if metrics.get("heldout") else "training views (the shard set holds no view out)"
-    console.print(f"step {trainer.step}: mask IoU {metrics['iou']:.3f}, PSNR {metrics['psnr']:.2f} dB on "
+    console.print(f"step {trainer.step}: mask IoU {metrics['iou']:.3f}, PSNR {metrics['psnr']:.2f} dB, "
+                  f"SSIM {metrics['ssim']:.3f} on "
                   f"{int(metrics['views'])} {where}; checkpoint {trainer.path}")
     return metrics

@@ -10,6 +10,7 @@ class TrainConfig:
     shards: str = ""  # shard set: a directory or fsspec URL (python cli.py build-shards)
     out: str = "runs/guiding"  # run directory: checkpoints, TensorBoard logs, previews
     preset: str = "tiny"  # model preset (paper | paper-v1 | tiny)
+    init: str = ""  # stage 2: the stage-1 checkpoint it starts from
     steps: int = 2000  # optimiser steps in all (a resumed run continues to this count)
     minutes: float = 0.0  # stop after this much training time in this process (0: no limit)
     seed: int = 0  # model initialisation, sample order and condition draws

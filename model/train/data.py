@@ -101,3 +101,9 @@ def prepare_batch(batch: dict[str, Tensor], config: GuidingConfig, frames: Frame
     targets = Targets(rgb=resize_images(gt, R_out), coarse_rgb=resize_images(gt, R),
                       alpha=resize_images(alpha, R)[:, 0], lmk3d=batch["lmk3d"].float().to(device))
     return inputs, targets
+
+
+def as_views(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A stage-2 batch (one view per sample) in the stage-1 layout with a views axis of 1."""
+    per_view = ("rgb", "alpha", "K", "world_to_cam", "lmk2d", "view")
+    return {k: (v[:, None] if k in per_view else v) for k, v in batch.items()}
