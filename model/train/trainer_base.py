@@ -50,9 +50,15 @@ class Trainer:
         self.path = os.path.join(train.out, "checkpoint.pt")
         self.resume = checkpoint.load(self.path, self.STAGE) if os.path.exists(self.path) else None
         self.step = 0
-        self.log = RunLog(train.out) if log else None
+        self.log: RunLog | None = None  # opened by `_open_log` once the run is known to start
+        self._want_log = log
         self.history: list[dict[str, float]] = []
         self.on_eval: Callable[[int, dict[str, float]], None] | None = None
+
+    def _open_log(self) -> None:
+        """Called last by a subclass's __init__: a run that fails to start leaves no log directory behind."""
+        if self._want_log:
+            self.log = RunLog(self.train_config.out)
 
     def _open_data(self, views: int, batch_size: int) -> None:
         self.batch_size = batch_size

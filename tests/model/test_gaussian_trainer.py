@@ -132,3 +132,4 @@ def test_cli_trains_evaluates_and_renders(head_shards, stage1, tmp_path):
     bad = CliRunner().invoke(cli.app, args[:4] + ["--init", stage1, "--out", str(tmp_path / "x"), "--preset",
                                                   "paper"])
     assert bad.exit_code == 2 and "preset 'tiny'" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x").exists()  # a run that cannot start leaves nothing behind
