@@ -456,7 +456,8 @@ def evaluate(
     from model.train.checkpoint import CheckpointError
     from model.train.evaluation import evaluate_checkpoint
 
-    table = Table("run", "stage", "step", "PSNR (dB)", "SSIM", "mask IoU", "views")
+    table = Table("stage", "step", "PSNR (dB)", "SSIM", "mask IoU", "views", "run")
+    table.columns[-1].overflow = "fold"  # paths are long; the numbers must stay readable
     results = {}
     for run in runs:
         try:
@@ -465,8 +466,8 @@ def evaluate(
             _fail(f"{run}: {e}")
         results[run] = m
         where = "held-out" if m["heldout"] else "training"
-        table.add_row(run, m["stage"], str(int(m["step"])), f"{m['psnr']:.2f}", f"{m['ssim']:.4f}",
-                      f"{m['iou']:.3f}", f"{int(m['views'])} {where}")
+        table.add_row(m["stage"], str(int(m["step"])), f"{m['psnr']:.2f}", f"{m['ssim']:.4f}",
+                      f"{m['iou']:.3f}", f"{int(m['views'])} {where}", run)
     console.print(table)
     if json_out:
         with open(json_out, "w") as f:
