@@ -78,12 +78,10 @@ class Showcase:
             codes.append(self._codes(driving))
             col_labels.append(spec)
         K, E = ring(self.model, 1, self.size)
-        tiles = []
-        for r in range(z_id.shape[0]):
-            row = []
-            for z_exp, z_nf in codes:
-                row.append(render(self.model, z_id[r:r + 1], z_exp, z_nf, K, E, self.size)[0, 0])
-            tiles.append(row)
+        n = z_id.shape[0]
+        columns = [render(self.model, z_id, z_exp.expand(n, -1), None if z_nf is None else z_nf.expand(n, -1), K, E,
+                          self.size)[:, 0] for z_exp, z_nf in codes]  # every identity of a column at once
+        tiles = [[column[r] for column in columns] for r in range(n)]
         image = labelled_grid(tiles, row_labels=row_labels, col_labels=col_labels)
         Image.fromarray(image).save(out)
         return out

@@ -17,7 +17,7 @@ from model.train.data import prepare_batch
 def heldout_views(manifest) -> tuple[str, int]:
     """-> (the `use` to evaluate on, views per frame)."""
     heldout = manifest.split("train")["counts"]["heldout"]["rows"] > 0
-    views = max(1, min(4, len(manifest.doc.get("holdout_views") or []) or 4))
+    views = min(4, len(manifest.doc.get("holdout_views") or []) or 4)  # up to 4 held-out cameras per frame
     return ("heldout" if heldout else "train"), views
 
 

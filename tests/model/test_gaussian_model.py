@@ -41,16 +41,12 @@ def _gaussian(guiding, init: str = "stage1") -> GaussianModel:
 
 def _inputs(config, B: int = 2, V: int = 2, size: int = 32) -> Inputs:
     gen = torch.Generator().manual_seed(1)
-    ring_K, ring_E = [], []
-    for _ in range(B):
-        K, E = ring(_Stub(), V, size, sweep_deg=60.0)
-        ring_K.append(K)
-        ring_E.append(E)
+    K, E = ring(_Stub(), V, size, sweep_deg=60.0)  # the same cameras for every sample
     pose = torch.eye(4).repeat(B, 1, 1)
     return Inputs(identity=torch.tensor([0, 2][:B]), frame_rows=torch.tensor([1, 4][:B]),
                   condition=torch.rand(B, 3, config.encoder_input, config.encoder_input, generator=gen),
                   non_face=torch.rand(B, 3, config.encoder_input, config.encoder_input, generator=gen),
-                  pose=pose, scale=torch.ones(B), K=torch.stack(ring_K), world_to_cam=torch.stack(ring_E))
+                  pose=pose, scale=torch.ones(B), K=K.repeat(B, 1, 1, 1), world_to_cam=E.repeat(B, 1, 1, 1))
 
 
 def _codes(config) -> tuple[torch.Tensor, torch.Tensor]:
