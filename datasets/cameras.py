@@ -27,14 +27,22 @@ class SquareCrop:
         return SquareCrop((width - size) // 2, (height - size) // 2, size)
 
     @staticmethod
+    def padded(width: int, height: int) -> "SquareCrop":
+        """The smallest square holding the whole width x height image, centred (padded on the short side)."""
+        size = max(width, height)
+        return SquareCrop((width - size) // 2, (height - size) // 2, size)
+
+    @staticmethod
     def parse(text: str, width: int, height: int) -> "SquareCrop":
-        """'center' or 'X0,Y0,SIZE' (source pixels)."""
+        """'center', 'pad' or 'X0,Y0,SIZE' (source pixels)."""
         if text in ("center", "centre"):
             return SquareCrop.centred(width, height)
+        if text == "pad":
+            return SquareCrop.padded(width, height)
         try:
             x0, y0, size = (int(v) for v in text.split(","))
         except ValueError:
-            raise ValueError(f"crop must be 'center' or 'X0,Y0,SIZE' in source pixels, got {text!r}") from None
+            raise ValueError(f"crop must be 'center', 'pad' or 'X0,Y0,SIZE' in source pixels, got {text!r}") from None
         if size <= 0:
             raise ValueError(f"crop size must be positive, got {size}")
         return SquareCrop(x0, y0, size)
@@ -57,6 +65,22 @@ def crop_resize_intrinsics(K: np.ndarray, crop: SquareCrop, out_size: int) -> np
     K[0, 2] -= crop.x0
     K[1, 2] -= crop.y0
     return scale_intrinsics(K, out_size / crop.size)
+
+
+def source_to_stored(points: np.ndarray, crop: SquareCrop, out_size: int) -> np.ndarray:
+    """points [..., 2] in source pixels -> pixels of the crop resized to out_size (centres aligned)."""
+    s = out_size / crop.size
+    return (np.asarray(points, np.float64) - np.array([crop.x0, crop.y0]) + 0.5) * s - 0.5
+
+
+def padding_mask(crop: SquareCrop, width: int, height: int, out_size: int) -> np.ndarray:
+    """bool [out_size, out_size]: stored pixels whose centre falls outside the width x height source
+    (the black padding of a crop that extends past the frame)."""
+    s = crop.size / out_size
+    centres = (np.arange(out_size) + 0.5) * s - 0.5  # source coordinate of each stored pixel centre
+    outside_x = (centres + crop.x0 < -0.5) | (centres + crop.x0 > width - 0.5)
+    outside_y = (centres + crop.y0 < -0.5) | (centres + crop.y0 > height - 0.5)
+    return outside_y[:, None] | outside_x[None, :]
 
 
 def rescale_intrinsics(K: np.ndarray, factor: float) -> np.ndarray:

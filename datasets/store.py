@@ -348,6 +348,18 @@ class Store:
         return out
 
 
+def frame_intrinsics(group: zarr.Group, frames: np.ndarray | None = None) -> np.ndarray:
+    """[T, V, 3, 3] float64 intrinsics of each stored frame (or of `frames`): cameras/K_frames where ingest
+    wrote it (framing that follows the head changes them per frame), else cameras/K for every frame."""
+    if "cameras" in group and "K_frames" in group["cameras"]:
+        array = group["cameras/K_frames"]
+        K = array[:] if frames is None else array.get_orthogonal_selection((np.asarray(frames),))
+        return K.astype(np.float64)
+    K = group["cameras/K"][:].astype(np.float64)
+    n = int(group.attrs["n_frames"]) if frames is None else len(frames)
+    return np.broadcast_to(K, (n,) + K.shape).copy()
+
+
 def image_codec_config(array: zarr.Array) -> dict | None:
     """The image codec settings of an array ({'format', 'quality'}), or None for other arrays."""
     for codec in array.metadata.to_dict()["codecs"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -47,17 +48,19 @@ class RichReporter(Reporter):
 
 
 def print_summary(console: Console, summary: RunSummary, store_url: str) -> None:
-    table = Table(title=f"preprocess -> {store_url}")
-    for col in ("stage", "blocks", "done before", "done now", "failed", "skipped", "blocked", "failed items"):
-        table.add_column(col, justify="right" if col != "stage" else "left")
+    table = Table(title=f"preprocess -> {store_url}", box=box.SIMPLE_HEAD,
+                  caption="blocks: done before this run, done now, failed (task crashed), upstream failed, skipped "
+                          "(nothing to do: see the ledger), blocked (upstream missing); items: failed items recorded")
+    for col in ("stage", "blocks", "before", "now", "failed", "upstream", "skipped", "blocked", "items"):
+        table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=True)
     for name, s in summary.stages.items():
         table.add_row(name, str(s.blocks), str(s.already_done), str(s.done), str(s.failed),
-                      str(s.skipped_upstream), str(s.blocked), str(s.items))
+                      str(s.skipped_upstream), str(s.skipped), str(s.blocked), str(s.items))
     console.print(table)
     if summary.plan_items:
-        console.print(f"[yellow]{len(summary.plan_items)} problem(s) found while reading the raw data:")
+        console.print(f"[yellow]{len(summary.plan_items)} problem(s) found while planning:")
         for item in summary.plan_items[:10]:
-            where = " ".join(x for x in (item.clip, f"view {item.view}" if item.view else "") if x)
+            where = " ".join(x for x in (item.stage, item.clip, f"view {item.view}" if item.view else "") if x)
             console.print(escape(f"  {where}: {item.reason}"))
         if len(summary.plan_items) > 10:
             console.print("  ...")
@@ -80,6 +83,8 @@ def print_info(console: Console, info: dict[str, Any], verbose: bool = False) ->
     for name, rec in (info.get("stages") or {}).items():
         cfg = ", ".join(f"{k}={v}" for k, v in rec.get("config", {}).items())
         console.print(escape(f"stage {name} v{rec.get('version')} [{rec.get('fingerprint')}]: {cfg}"))
+        for note in rec.get("licences") or []:
+            console.print(escape(f"  licence: {note}"))
     table = Table(title=f"{len(info['clips'])} clip(s)")
     stages = sorted({s for c in info["clips"] for s in c["stages"]})
     for col in ("clip", "views", "frames", *[f"{s} blocks" for s in stages]):

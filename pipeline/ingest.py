@@ -1,5 +1,10 @@
-"""Ingest: decode every camera once, in order, crop to a square, resize to the working resolution,
-adjust the intrinsics exactly, and store rgb, cameras and the background plates (same transform).
+"""Ingest: decode every camera once, in order, cut the square the framing stage chose, resize it to the
+working resolution, adjust the intrinsics exactly, and store rgb, cameras and the background plates
+(same transform).
+
+    cameras/K         float32 [V, 3, 3]     intrinsics of the stored frames (framing that follows the head:
+                                            those of frame 0; every frame's in K_frames)
+    cameras/K_frames  float32 [T, V, 3, 3]  intrinsics of each stored frame
 """
 
 from __future__ import annotations
@@ -14,15 +19,15 @@ from datasets.cameras import SquareCrop, crop_resize_image, crop_resize_intrinsi
 from datasets.raw.base import ClipSpec
 from datasets.raw.sources import FrameError, iter_frames, read_image
 from datasets.store import LedgerItem, Store
+from pipeline.framing import clip_attributes, raw_identity
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
-FRAME_ARRAYS = ("rgb", "rgb_ok")
+FRAME_ARRAYS = ("rgb", "rgb_ok", "cameras/K_frames")
 
 
 @dataclass
 class IngestConfig:
-    resolution: int = 512  # side of the stored square images, pixels
-    crop: str = "center"  # 'center' (largest centred square) or 'X0,Y0,SIZE' in source pixels
+    resolution: int = 512  # side of the stored square images, pixels (the square itself: framing.mode)
     image_format: str = "jpeg"  # 'jpeg' (lossy, small) or 'png' (lossless)
     jpeg_quality: int = 95  # JPEG quality 1..100
     frame_stride: int = 1  # keep every n-th frame of the capture (NeRSemble practice: 3)
@@ -35,70 +40,45 @@ class IngestConfig:
             raise ValueError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
         if self.frame_stride < 1 or self.block_frames < 1:
             raise ValueError("frame_stride and block_frames must be at least 1")
-        if self.crop not in ("center", "centre"):
-            SquareCrop.parse(self.crop, 1, 1)  # validates the syntax
 
 
 @register
 class IngestStage(Stage):
     name = "ingest"
     config_class = IngestConfig
-    version = "1"
-    requires = ()
+    version = "2"
+    requires = ("framing",)
     products = FRAME_ARRAYS
     sequential = True
+    reads_raw = True
 
     def clip_identity(self, work: ClipSpec) -> dict:
-        # what the store's arrays are made of; moving the raw root does not change it
-        return {
-            "frame_ids": list(work.frame_ids),
-            "views": [(v.serial, v.width, v.height, v.K, v.world_to_cam, v.background is not None) for v in work.views],
-        }
-
-    def layout(self, store: Store, key: str, work: ClipSpec) -> ClipLayout:
-        return ClipLayout(work.key, len(work.frame_ids), self.config.block_frames,
-                          tuple(v.serial for v in work.views), tuple(work.frame_ids))
-
-    def crops(self, work: ClipSpec) -> list[SquareCrop]:
-        return [SquareCrop.parse(self.config.crop, v.width, v.height) for v in work.views]
+        return raw_identity(work)
 
     def prepare(self, store: Store, layout: ClipLayout, work: ClipSpec) -> None:
         cfg = self.config
-        R, T, V = cfg.resolution, layout.n_frames, len(layout.views)
-        crops = self.crops(work)
-        attrs = {
-            "dataset": work.dataset,
-            "views": list(layout.views),
-            "frame_ids": list(layout.frame_ids),
-            "n_frames": T,
-            "block_frames": layout.block_frames,
-            "fps": work.fps / cfg.frame_stride if work.fps else 0.0,
-            "resolution": R,
-            "source_sizes": [[v.width, v.height] for v in work.views],
-            "crops": [[c.x0, c.y0, c.size] for c in crops],
-        }
-        group = store.create_clip(work.subject, work.sequence, attrs)
-        store.ensure_frame_array(group, "rgb", (T, V, R, R, 3), "uint8", layout.block_frames,
+        R, T, V, B = cfg.resolution, layout.n_frames, len(layout.views), layout.block_frames
+        group = store.create_clip(work.subject, work.sequence, {**clip_attributes(work, layout), "resolution": R})
+        store.ensure_frame_array(group, "rgb", (T, V, R, R, 3), "uint8", B,
                                  image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality)
-        store.ensure_frame_array(group, "rgb_ok", (T, V), "bool", layout.block_frames)
+        store.ensure_frame_array(group, "rgb_ok", (T, V), "bool", B)
+        cams = group.require_group("cameras")
+        store.ensure_frame_array(group, "cameras/K_frames", (T, V, 3, 3), "float32", B)
         store.ensure_view_array(group, "background", (V, R, R, 3), "uint8", image_format=cfg.image_format,
                                 jpeg_quality=cfg.jpeg_quality)
         store.ensure_view_array(group, "background_ok", (V,), "bool")
-        cams = group.require_group("cameras")
-        K = np.stack([crop_resize_intrinsics(v.K_array, c, R) for v, c in zip(work.views, crops)]).astype(np.float32)
         E = np.stack([v.world_to_cam_array for v in work.views]).astype(np.float32)
-        for name, value in (("K", K), ("world_to_cam", E)):
-            if name in cams:
-                del cams[name]
-            cams.create_array(name, data=value, chunks=value.shape)
+        if "world_to_cam" in cams:
+            del cams["world_to_cam"]
+        cams.create_array("world_to_cam", data=E, chunks=E.shape)
+        store.ensure_view_array(cams, "K", (V, 3, 3), "float32")  # written with block 0 (it needs the framing)
         cams.attrs.update({"convention": "OpenCV world-to-camera; pixel centres at integer coordinates",
                            "image_size": [R, R], "views": list(layout.views)})
 
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
-        cfg, layout, work = self.config, ctx.layout, ctx.work
+        cfg, layout, work, group = self.config, ctx.layout, ctx.work, ctx.group
         cv2.setNumThreads(max(1, ctx.threads))
         R, V = cfg.resolution, len(work.views)
-        crops = self.crops(work)
         wanted = [layout.frame_ids[t] for b in ctx.blocks for t in range(*layout.frames(b))]
         # one sequential decoder per camera, advanced in lockstep block by block
         decoders = [iter_frames(v.source, wanted, ctx.threads) for v in work.views]
@@ -106,9 +86,13 @@ class IngestStage(Stage):
             t0, t1 = layout.frames(block)
             rgb = np.zeros((t1 - t0, V, R, R, 3), np.uint8)
             ok = np.zeros((t1 - t0, V), bool)
+            squares = group["framing/crop"][t0:t1]  # [n, V, 3] source pixels
+            K = np.zeros((t1 - t0, V, 3, 3), np.float32)
             items: list[LedgerItem] = []
-            for vi, (view, decoder, crop) in enumerate(zip(work.views, decoders, crops)):
+            for vi, (view, decoder) in enumerate(zip(work.views, decoders)):
                 for t in range(t0, t1):
+                    crop = SquareCrop(*(int(x) for x in squares[t - t0, vi]))
+                    K[t - t0, vi] = crop_resize_intrinsics(view.K_array, crop, R)
                     fid, image = next(decoder)
                     assert fid == layout.frame_ids[t], (fid, layout.frame_ids[t])
                     if isinstance(image, FrameError):
@@ -122,8 +106,12 @@ class IngestStage(Stage):
                         continue
                     rgb[t - t0, vi] = crop_resize_image(image, crop, R)
                     ok[t - t0, vi] = True
-            whole = self._background(work, crops, layout, block, items) if block == 0 else {}
-            yield BlockOutput(block, {"rgb": rgb, "rgb_ok": ok}, items, whole)
+            whole = {}
+            if block == 0:
+                whole = self._background(work, [SquareCrop(*(int(x) for x in c)) for c in squares[0]], layout,
+                                         block, items)
+                whole["cameras/K"] = K[0]
+            yield BlockOutput(block, {"rgb": rgb, "rgb_ok": ok, "cameras/K_frames": K}, items, whole)
 
     def _background(self, work: ClipSpec, crops: list[SquareCrop], layout: ClipLayout, block: int,
                     items: list[LedgerItem]) -> dict[str, np.ndarray]:

@@ -71,6 +71,7 @@ class MattingStage(Stage):
                 t0, t1 = layout.frames(block)
                 rgb, ok = group["rgb"][t0:t1], group["rgb_ok"][t0:t1]
                 alpha = np.zeros(rgb.shape[:4], np.uint8)
+                padding = _padding(group, t0, t1, rgb.shape[2])
                 for t in range(t1 - t0):
                     for v, method in enumerate(methods):
                         if not ok[t, v]:
@@ -84,6 +85,8 @@ class MattingStage(Stage):
                         else:
                             a = guided_filter(image, segmenter.get()(image), cfg.refine_radius, cfg.refine_eps)
                         alpha[t, v] = np.round(a * 255).astype(np.uint8)
+                        if padding is not None and padding[t][v] is not None:
+                            alpha[t, v][padding[t][v]] = 0  # black padding past the source frame
                 items = notes if block == 0 else []
                 yield BlockOutput(block, {"alpha": alpha}, list(items))
         finally:
@@ -96,6 +99,28 @@ class MattingStage(Stage):
         if self.config.backend == "plate" and not has_plate:
             return "mediapipe"
         return self.config.backend
+
+
+def _padding(group, t0: int, t1: int, size: int) -> list[list[np.ndarray | None]] | None:
+    """Per frame and view of [t0, t1): bool [size, size] where the stored square extends past the source
+    frame (None: it does not), from the framing stage's crops; None for stores without them."""
+    if "framing" not in group or "crop" not in group["framing"]:
+        return None
+    from datasets.cameras import SquareCrop, padding_mask
+
+    sizes = group.attrs["source_sizes"]
+    masks: dict[tuple, np.ndarray | None] = {}
+    out = []
+    for row in group["framing/crop"][t0:t1]:
+        frame = []
+        for v, c in enumerate(row):
+            key = (v, *(int(x) for x in c))
+            if key not in masks:
+                mask = padding_mask(SquareCrop(*key[1:]), sizes[v][0], sizes[v][1], size)
+                masks[key] = mask if mask.any() else None
+            frame.append(masks[key])
+        out.append(frame)
+    return out
 
 
 class _Lazy:

@@ -22,7 +22,7 @@ from pipeline.execute import (
     run_tasks,
     task_failure_items,
 )
-from pipeline.stage import ClipLayout, Stage, dependency_order, dependents, load_stages
+from pipeline.stage import REGISTRY, ClipLayout, Stage, dependency_order, dependents, load_stages
 
 PACKAGES = ("numpy", "zarr", "dask", "distributed", "av", "opencv-python-headless", "mediapipe", "torch", "fsspec")
 
@@ -52,6 +52,7 @@ class StageSummary:
     done: int = 0  # computed by this run
     failed: int = 0  # left unfinished by a crashed task (after retries)
     skipped_upstream: int = 0  # not run because an upstream task failed
+    skipped: int = 0  # not run because the stage has nothing to do for the clip (the ledger says why)
     blocked: int = 0  # not run because an upstream stage has not produced them
     items: int = 0  # item-level failures recorded by this run
 
@@ -155,9 +156,10 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
     ingest_cfg = cfg.stage_config("ingest")
     selection = Selection(tuple(src.include), tuple(src.exclude), ingest_cfg.frame_stride)
 
-    if "ingest" in order:
+    raw_stages = [s.name for s in stages if s.reads_raw]
+    if raw_stages:
         if not src.root:
-            raise PlanError("ingest needs the raw capture root (--root PATH)")
+            raise PlanError(f"{' and '.join(raw_stages)} need(s) the raw capture root (--root PATH)")
         raw = read_raw(src.dataset, src.root, selection, focal=src.focal, subject=src.subject)
         works: dict[str, Any] = {c.key: c for c in raw.clips}
         considered = set(works) | set(raw.issues)
@@ -174,10 +176,9 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         raise PlanError("no clips to process" + (f" ({len(summary.plan_items)} problems, see `cli.py report`)"
                                                   if summary.plan_items else ""))
     summary.clips = len(works)
-    # every stage shares the clip's frame layout, defined by ingest (from the raw plan or the store)
-    ingest_stage = next((s for s in stages if s.name == "ingest"), None)
-    clip_layouts = {key: ingest_stage.layout(store, key, work) if ingest_stage else ClipLayout.from_group(store.clip(key))
-                    for key, work in works.items()}
+    # every stage shares the clip's frame layout (from the raw plan, or the store)
+    clip_layouts = {key: ClipLayout.from_raw(work, ingest_cfg.block_frames) if raw_stages
+                    else ClipLayout.from_group(store.clip(key)) for key, work in works.items()}
 
     # what is finished, what is stale
     layouts: dict[tuple[str, str], ClipLayout] = {}
@@ -189,10 +190,19 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
     for stage in stages:
         stats = summary.stages.setdefault(stage.name, StageSummary())
         record = store.stage_record(stage.name)
+        skipped: dict[str, list[LedgerItem]] = {}
         for key, raw_work in works.items():
-            work = raw_work if stage.name == "ingest" else stage.plan_work(store, key, list(works))
+            work = raw_work if stage.reads_raw else stage.plan_work(store, key, list(works))
             stage_works[stage.name, key] = work
             layout = clip_layouts[key]
+            reason = stage.skip_reason(key, work)
+            if reason:
+                skipped[key] = [LedgerItem(stage.name, key, reason)]
+                layouts[stage.name, key] = layout
+                todo[stage.name, key], done[stage.name, key] = [], set()
+                stats.blocks += layout.n_blocks
+                stats.skipped += layout.n_blocks
+                continue
             clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
             markers = store.markers(stage.name, key)
             current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
@@ -200,7 +210,7 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             # stage reads the whole clip or the whole subject)
             members = stage.scope_members(key, work)
             for dep in stage.requires:
-                if stage.scope == "block":
+                if stage.scope == "block" and REGISTRY[dep].scope == "block":
                     current -= set(todo.get((dep, key), ()))
                 elif any(todo.get((dep, m)) for m in members):
                     current = set()
@@ -213,6 +223,9 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             done[stage.name, key] = current
             stats.blocks += layout.n_blocks
             stats.already_done += len(current)
+        if stage.name != "ingest":  # (ingest's plan ledger holds the raw reader's findings, written above)
+            store.write_plan_ledger(stage.name, {k: skipped.get(k, []) for k in works})
+        summary.plan_items += [i for items in skipped.values() for i in items]
         if stale_report and not cfg.runner.recompute:
             old = (record or {}).get("config", {})
             raise RefusedError(
@@ -232,14 +245,16 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             for downstream in dependents(stage.name):
                 scope = load_stages()[downstream].scope
                 # a subject-scope stage reads every clip of the subject: all of them are out of date (a
-                # group-scope stage's own clip is; the clips it only takes sources from are not tracked)
+                # group-scope stage's own clip is; the clips it only takes sources from are not tracked);
+                # what a clip-wide stage (framing) redoes changes every block of the clip downstream
                 keys = [k for k in works if k.split("/")[0] == key.split("/")[0]] if scope == "subject" else [key]
                 for k in keys:
                     for b in store.markers(downstream, k):
-                        if scope != "block" or b in todo[stage.name, key]:
+                        if scope != "block" or stage.scope != "block" or b in todo[stage.name, key]:
                             store.clear_marker(downstream, k, b)
         store.set_stage_record(stage.name, {"version": stage.version, "config": stage.config_dict(),
-                                            "fingerprint": fps[stage.name], "updated": now_iso()})
+                                            "fingerprint": fps[stage.name], "updated": now_iso(),
+                                            "licences": stage.licences()})
     store.update_attrs(software=package_versions())
 
     state = {"summary": summary, "works": stage_works, "layouts": layouts, "todo": todo, "done": done, "clip_fps": clip_fps, "fps": fps}

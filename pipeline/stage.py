@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import zarr
 
+from datasets.raw.base import ClipSpec
 from datasets.store import LedgerItem, Store
 
 
@@ -38,6 +39,12 @@ class ClipLayout:
 
     def blocks_of(self, t0: int, t1: int) -> range:
         return range(t0 // self.block_frames, math.ceil(t1 / self.block_frames))
+
+    @staticmethod
+    def from_raw(work: "ClipSpec", block_frames: int) -> "ClipLayout":
+        """The layout of a clip a raw reader found (before anything is stored)."""
+        return ClipLayout(work.key, len(work.frame_ids), block_frames, tuple(v.serial for v in work.views),
+                          tuple(work.frame_ids))
 
     @staticmethod
     def from_group(group: zarr.Group) -> "ClipLayout":
@@ -84,6 +91,8 @@ class Stage(ABC):
     # task per clip); "subject": every block of every clip of its subject in the run; "group": every
     # block of the clips `scope_members` names (e.g. the clips it takes source images from)
     scope: ClassVar[str] = "block"
+    reads_raw: ClassVar[bool] = False  # its work is the raw clip (ClipSpec) the reader found, not the store's
+    implicit: ClassVar[bool] = False  # runs whenever a selected stage requires it (kept while current)
 
     def __init__(self, config: Any):
         self.config = config
@@ -117,13 +126,18 @@ class Stage(ABC):
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
         """Worker side: yield one BlockOutput per block of ctx.blocks, in order."""
 
-    def layout(self, store: Store, key: str, work: Any) -> ClipLayout:
-        """The clip layout; stages after ingest read it from the store."""
-        return ClipLayout.from_group(store.clip(key))
+    def licences(self) -> list[str]:
+        """Terms of the models or data this stage's backend uses (recorded in the store's provenance)."""
+        return []
+
+    def skip_reason(self, key: str, work: Any) -> str | None:
+        """Driver side: why this stage has nothing to do for clip `key` (recorded in the ledger; the clip's
+        blocks are counted as skipped, the run goes on), or None."""
+        return None
 
 
 REGISTRY: dict[str, type[Stage]] = {}
-STAGE_MODULES = ("pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops",
+STAGE_MODULES = ("pipeline.framing", "pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops",
                  "pipeline.synthesis")  # import = register
 
 
@@ -142,11 +156,15 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 
 def dependency_order(names: list[str]) -> list[str]:
-    """The selected stages sorted so every stage comes after the stages it requires."""
+    """The selected stages, with the implicit stages they require, sorted so every stage comes after the
+    stages it requires."""
     load_stages()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    names = list(names)
+    for name in list(names):
+        names += [dep for dep in REGISTRY[name].requires if REGISTRY[dep].implicit and dep not in names]
     order: list[str] = []
     visiting: set[str] = set()
 

@@ -47,11 +47,17 @@ def v2_to_v1(v2_root: str, v1_root: str, images_dir: str = "images", ext: str = 
                     writer.frame(p, seq, t, serial, frame)
 
 
-def ingest_config(store: str, root: str, dataset: str = "nersemble", workers: int = 0, **ingest) -> PreprocessConfig:
+def ingest_config(store: str, root: str, dataset: str = "nersemble", workers: int = 0, crop: str | None = None,
+                  **ingest) -> PreprocessConfig:
+    """Ingest settings as keywords; `crop` is the framing mode (e.g. 'center', 'pad', 'X0,Y0,SIZE')."""
     cfg = PreprocessConfig(store=store, stages=["ingest"])
     cfg.source.dataset = dataset
     cfg.source.root = root
     cfg.runner.workers = workers
+    if crop is not None:
+        framing = cfg.stage_config("framing")
+        framing.mode = crop
+        framing.__post_init__()
     ing = cfg.stage_config("ingest")
     for k, v in ingest.items():
         setattr(ing, k, v)

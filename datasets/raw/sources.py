@@ -86,17 +86,35 @@ def image_size(url: str) -> tuple[int, int] | None:
         return None
 
 
-def iter_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], threads: int = 1) -> Iterator[
-        tuple[int, np.ndarray | FrameError]]:
+class LazyFrame:
+    """A frame whose RGB pixels are made only when asked for (`rgb()`): a decoded video frame not yet
+    converted from its codec's YUV, or an image file not yet read. A pass that looks at some frames only
+    (the framing pass) skips the conversion, or the whole decode, of the others."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def rgb(self) -> np.ndarray:
+        return self._make()
+
+
+def iter_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], threads: int = 1, lazy: bool = False
+                ) -> Iterator[tuple[int, np.ndarray | LazyFrame | FrameError]]:
+    """(frame id, uint8 [H, W, 3] RGB) for the wanted frame ids in increasing order, FrameError where a
+    frame cannot be had; with `lazy`, LazyFrame instead of the pixels (an image file's errors surface
+    when its pixels are asked for)."""
     if not frame_ids:
         return
     if isinstance(source, VideoSource):
-        yield from _iter_video(source.url, list(frame_ids), threads)
+        yield from _iter_video(source.url, list(frame_ids), threads, lazy)
     else:
         index = {fid: i for i, fid in enumerate(source.frame_ids)}
         for fid in frame_ids:
             if fid not in index:
                 yield fid, FrameError(f"no image file for frame {fid}")
+                continue
+            if lazy:
+                yield fid, LazyFrame(lambda url=source.urls[index[fid]]: read_image(url))
                 continue
             try:
                 yield fid, read_image(source.urls[index[fid]])
@@ -111,7 +129,8 @@ def _frame_index(frame: av.VideoFrame, stream, fps: float) -> int | None:
     return int(round(float((frame.pts - start) * stream.time_base) * fps))
 
 
-def _iter_video(url: str, frame_ids: list[int], threads: int) -> Iterator[tuple[int, np.ndarray | FrameError]]:
+def _iter_video(url: str, frame_ids: list[int], threads: int, lazy: bool = False
+                ) -> Iterator[tuple[int, np.ndarray | LazyFrame | FrameError]]:
     """Decode sequentially from the keyframe at or before the first wanted frame; never seek per frame."""
     wanted = sorted(set(frame_ids))
     for seek in (wanted[0] > 0, False):
@@ -122,13 +141,20 @@ def _iter_video(url: str, frame_ids: list[int], threads: int) -> Iterator[tuple[
                 yield fid, FrameError(f"cannot open video {url}: {e}")
             return
         with container:
-            placed = yield from _decode_wanted(container, url, wanted, threads, seek)
+            placed = yield from _decode_wanted(container, url, wanted, threads, seek, lazy)
         if placed:
             return
         # the frame reached by the seek could not be numbered: decode again from frame 0
 
 
-def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: bool):
+def _constant_rate(stream) -> bool:
+    """The stream's frames are evenly spaced (average rate = nominal rate), so a timestamp gives the frame's
+    number. Phone videos are often variable-rate; there frames must be counted from the first."""
+    nominal = stream.base_rate or stream.guessed_rate
+    return bool(stream.average_rate and nominal) and abs(float(stream.average_rate) / float(nominal) - 1) < 1e-3
+
+
+def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: bool, lazy: bool = False):
     """Yield the wanted frames; return False (having yielded nothing) when a seek cannot be placed."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
@@ -137,6 +163,8 @@ def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: b
     pending = iter(wanted)
     next_id = next(pending)
     index = 0
+    if seek and not _constant_rate(stream):
+        return False  # a variable frame rate: timestamps do not number the frames; count from the start
     if seek and fps > 0 and stream.time_base:
         target = int(math.floor(wanted[0] / fps / float(stream.time_base))) + (stream.start_time or 0)
         try:
@@ -152,7 +180,8 @@ def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: b
                     return False
                 index = first
             if index == next_id:
-                yield index, frame.to_ndarray(format="rgb24")
+                yield index, (LazyFrame(lambda f=frame: f.to_ndarray(format="rgb24")) if lazy
+                              else frame.to_ndarray(format="rgb24"))
                 next_id = next(pending, None)
                 if next_id is None:
                     return True
@@ -164,3 +193,40 @@ def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: b
         yield next_id, FrameError(reason)
         next_id = next(pending, None)
     return True
+
+
+def sample_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], n: int) -> list[
+        tuple[int, np.ndarray]]:
+    """About n frames spread over `frame_ids`, cheaply: exact frames of an image sequence; for a video
+    the keyframe at or before each sampled position (one seek and one decoded frame each, no decoding
+    through the video). Frames that cannot be read are left out; returns (frame id or -1, image)."""
+    ids = list(frame_ids)
+    if not ids or n < 1:
+        return []
+    picks = sorted({ids[int(round(i))] for i in np.linspace(0, len(ids) - 1, min(n, len(ids)))})
+    if isinstance(source, ImageSequence):
+        return [(fid, image) for fid, image in iter_frames(source, picks) if not isinstance(image, FrameError)]
+    out: list[tuple[int, np.ndarray]] = []
+    try:
+        container = _open_video(source.url)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return out
+    with container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        for fid in picks:
+            try:
+                if fid > 0 and fps > 0 and stream.time_base:
+                    target = int(math.floor(fid / fps / float(stream.time_base))) + (stream.start_time or 0)
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+                elif fid > 0:
+                    continue
+                else:
+                    container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+                frame = next(container.decode(stream), None)
+            except (av.error.FFmpegError, OSError, ValueError):
+                continue
+            if frame is not None:
+                index = _frame_index(frame, stream, fps)
+                out.append((-1 if index is None else index, frame.to_ndarray(format="rgb24")))
+    return out

@@ -266,7 +266,7 @@ class _Writer:
                                                           "expression" in self.specs)
         if name == "synth_ok" and not clip["synth"]:
             return np.zeros(shape, bool)
-        value = arrays[name] if name in ("K", "world_to_cam") else arrays[name][t]
+        value = arrays[name] if name == "world_to_cam" else arrays[name][t]
         out = np.zeros(shape, value.dtype)
         out[tuple(slice(0, n) for n in value.shape)] = value  # pad views or synth slots
         return out

@@ -13,7 +13,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from datasets.shards import zarr_shard
-from datasets.store import Store, StoreError
+from datasets.store import Store, StoreError, frame_intrinsics
 
 # store array -> shard array; the small per-frame arrays a row carries
 SMALL_FRAME_ARRAYS = {"lmk2d": "lmk2d", "crop_transform": "crop_transform", "crop_ok": "crop_ok",
@@ -81,7 +81,7 @@ class SourceStore:
         if clip not in self._clips:
             group = self.store.clip(clip)
             out = {dst: group[src][:] for src, dst in SMALL_FRAME_ARRAYS.items()}
-            out["K"] = group["cameras/K"][:]
+            out["K"] = frame_intrinsics(group).astype(np.float32)  # [T, V, 3, 3]: framing may follow the head
             out["world_to_cam"] = group["cameras/world_to_cam"][:]
             if with_synth:
                 out["synth_ok"] = group["synth_ok"][:]

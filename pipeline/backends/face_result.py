@@ -23,3 +23,12 @@ def choose_face(boxes: list[np.ndarray], width: int, height: int, select: str) -
         raise ValueError(f"face selection must be 'center' or 'largest', got {select!r}")
     c = np.array([(width - 1) / 2, (height - 1) / 2])
     return int(np.argmin([np.linalg.norm([(b[0] + b[2]) / 2 - c[0], (b[1] + b[3]) / 2 - c[1]]) for b in boxes]))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes [>=4] (x0, y0, x1, y1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0

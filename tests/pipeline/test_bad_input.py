@@ -82,7 +82,7 @@ def test_bad_input_is_recorded_and_good_items_finish(tmp_path):
 
     assert any("missing from the calibration" in r for r in reasons("001/EXP-1-markers", "999999999"))
     assert any("cannot read camera" in r for r in reasons("001/EXP-2-markers", rig[3].serial))
-    truncated = [i for i in ledger if i.clip == "001/EXP-3-markers" and i.view == rig[5].serial]
+    truncated = [i for i in ledger if i.stage == "ingest" and i.clip == "001/EXP-3-markers" and i.view == rig[5].serial]
     assert truncated and all("truncated or corrupt" in i.reason or "decoding" in i.reason for i in truncated)
     assert 0 < len(truncated) < 6 and all(i.frame is not None for i in truncated)
     assert any("has no frames" in r for r in reasons("001/EXP-4-empty"))

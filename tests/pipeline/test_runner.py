@@ -92,8 +92,11 @@ def _cfg(tmp_path, root, stages=("ingest",), **ingest):
 
 
 def test_dependency_order():
-    assert dependency_order(["test_brightness", "ingest"]) == ["ingest", "test_brightness"]
-    assert dependency_order(["test_after_flaky", "test_flaky", "ingest"]) == ["ingest", "test_flaky", "test_after_flaky"]
+    # framing is implicit: it comes with ingest, which requires it
+    assert dependency_order(["test_brightness", "ingest"]) == ["framing", "ingest", "test_brightness"]
+    assert dependency_order(["test_after_flaky", "test_flaky", "ingest"]) == ["framing", "ingest", "test_flaky",
+                                                                            "test_after_flaky"]
+    assert dependency_order(["test_brightness"]) == ["test_brightness"]
     with pytest.raises(ValueError, match="unknown stage"):
         dependency_order(["nope"])
     assert "test_brightness" in REGISTRY

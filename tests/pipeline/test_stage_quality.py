@@ -41,10 +41,13 @@ def _matte_ious(store: Store, capture: str) -> np.ndarray:
     ious = []
     for clip in CLIPS:
         gt = load_ground_truth(capture, *clip.split("/"))
-        alpha = store.clip(clip)["alpha"][...] > 127
+        g = store.clip(clip)
+        alpha = g["alpha"][...] > 127
+        crops = g["framing/crop"][...]  # the square the framing stage chose for each frame and view
         for t in range(alpha.shape[0]):
             for v in range(16):
-                truth = crop_resize_image(gt["masks"][t, v].astype(np.float32), SquareCrop.centred(560, 800), 512) > 0.5
+                crop = SquareCrop(*(int(x) for x in crops[t, v]))
+                truth = crop_resize_image(gt["masks"][t, v].astype(np.float32), crop, 512) > 0.5
                 ious.append((alpha[t, v] & truth).sum() / (alpha[t, v] | truth).sum())
     return np.array(ious)
 
