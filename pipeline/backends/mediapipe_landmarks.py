@@ -9,7 +9,7 @@ import numpy as np
 
 from datasets.landmarks68 import MEDIAPIPE_TO_IBUG68
 from datasets.native_output import quiet_native_stderr
-from pipeline.backends.face_result import FaceResult, choose_face
+from pipeline.backends.face_result import FaceResult, box_iou, choose_face
 
 
 class MediapipeFaceLandmarks:
@@ -61,11 +61,33 @@ def _matching_score(box: np.ndarray, det_boxes: list[np.ndarray], scores: list[f
     not confirm (e.g. a profile view it tracked) gets 0.5."""
     best, best_iou = 0.5, 0.3
     for b, s in zip(det_boxes, scores):
-        ix = max(0.0, min(box[2], b[2]) - max(box[0], b[0]))
-        iy = max(0.0, min(box[3], b[3]) - max(box[1], b[1]))
-        inter = ix * iy
-        union = (box[2] - box[0]) * (box[3] - box[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-        iou = inter / union if union > 0 else 0.0
+        iou = box_iou(box, b)
         if iou > best_iou:
             best, best_iou = float(s), iou
     return best
+
+
+def detect_near(detector: MediapipeFaceLandmarks, image: np.ndarray, box: np.ndarray, size: int = 320,
+                context: float = 2.0) -> FaceResult:
+    """The face expected in `box` [>=4] (x0, y0, x1, y1) of image [H, W, 3]: `detector` (a static-mode
+    instance) looks at a square `context` times the box's side around it, resized to `size` pixels, where a
+    small, blurred or half-covered face is easier to find than in the whole frame; points mapped back."""
+    from pipeline.backends.face_align import warp
+
+    c = (np.asarray(box[:2], np.float64) + np.asarray(box[2:4], np.float64)) / 2
+    side = context * max(box[2] - box[0], box[3] - box[1], 8.0)
+    s = size / side
+    M = np.array([[s, 0.0, size / 2 - s * c[0] - 0.5 + 0.5 * s], [0.0, s, size / 2 - s * c[1] - 0.5 + 0.5 * s]])
+    res = detector(warp(image, M, size))
+    if res.landmarks68 is None:
+        return res
+
+    def back(xy: np.ndarray) -> np.ndarray:
+        return (xy - M[:, 2]) / s
+
+    lm68, full, b = res.landmarks68.copy(), res.landmarks_full.copy(), res.box.copy()
+    lm68[:, :2] = back(lm68[:, :2])
+    full[:, :2] = back(full[:, :2])
+    full[:, 2] /= s  # mediapipe's depth is in the crop's pixels too
+    b[:4] = back(b[:4].reshape(2, 2)).ravel()
+    return FaceResult(res.count, lm68, full, b)
