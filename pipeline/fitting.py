@@ -10,7 +10,9 @@
     fit/reference   float32 [68, 3]    triangulate: the subject's reference landmark set in the head frame
 
 Backends: `triangulate` (offline default, no model files: multi-view triangulation and a similarity fit
-of the subject's reference landmark set; one view: the mean template posed by perspective-n-point),
+of the subject's reference landmark set; one view: the face mesh's relative depth aligned to the subject's
+reference shape, the pose from its rigid part and the rest kept as the expression, smoothed over time, see
+model/fitting/monocular.py; `monocular = "template"` poses the rigid mean template by perspective-n-point),
 `bfm2009`, `bfm2017`, `flame` (a morphable model fitted to all views of all frames at once).
 
 What is shared by a subject (identity and scale of a model, the reference landmark set) is fitted on
@@ -50,6 +52,9 @@ class FittingConfig:
     outlier_view: float = 0.06  # views disagreeing by more than this (fraction of face size) are dropped
     max_residual: float = 0.06  # views whose final median residual exceeds this fraction go to the ledger
     min_views: int = 2  # frames seen with a face by fewer views are not fitted (one-view clips: 1)
+    monocular: str = "mesh"  # one view: mesh (face mesh depth, with expression) | template (rigid, neutral)
+    smooth_pose: float = 0.04  # one view: Gaussian smoothing of the head pose over time, sigma in seconds (0: none)
+    smooth_expression: float = 0.02  # one view: the same for the expression (short: a blink lasts about 0.1 s)
     identity_frames: int = 16  # frames per clip used to fit what the subject shares
     rigid_iters: int = 300  # model backends: iteration cap of the rigid phase
     full_iters: int = 500  # model backends: iteration cap of the full phase
@@ -62,6 +67,10 @@ class FittingConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"fitting backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.monocular not in ("mesh", "template"):
+            raise ValueError(f"fitting.monocular must be mesh or template, got {self.monocular!r}")
+        if self.smooth_pose < 0 or self.smooth_expression < 0:
+            raise ValueError("fitting.smooth_pose and smooth_expression must not be negative")
         # the file actually used is part of the config (and so of the fingerprint), not the variable
         if self.backend in MODEL_VARIABLES and not self.model_path:
             self.model_path = os.environ.get(MODEL_VARIABLES[self.backend], "")
@@ -84,13 +93,30 @@ class ClipInput:
     K: np.ndarray  # [V, 3, 3]
     E: np.ndarray  # [V, 4, 4]
     frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # store frame of each row
+    K_frames: np.ndarray | None = None  # [T, V, 3, 3] per-frame intrinsics (framing that follows the head)
+    mesh: np.ndarray | None = None  # [T, V, 68, 3] the face mesh's 68 points with depth (mediapipe), pixels
+    has_mesh: np.ndarray | None = None  # [T, V] the frame's points came with the mesh
+    fps: float = 0.0
 
 
 def read_clip(group, frames: np.ndarray | None = None) -> ClipInput:
-    lmk = group["lmk2d"][:] if frames is None else group["lmk2d"].get_orthogonal_selection((frames,))
+    from datasets.store import frame_intrinsics
+    from model.fitting.monocular import mesh_landmarks
+
+    def rows(name: str) -> np.ndarray:
+        return group[name][:] if frames is None else group[name].get_orthogonal_selection((frames,))
+
+    lmk = rows("lmk2d")
     frames = np.arange(lmk.shape[0]) if frames is None else frames
     K, E = group["cameras/K"][:].astype(np.float64), group["cameras/world_to_cam"][:].astype(np.float64)
-    return ClipInput(lmk[..., :2].astype(np.float64), lmk[..., 2].astype(np.float64), K, E, frames)
+    mesh = has = None
+    if "lmk_full" in group and str(group["lmk_full"].attrs.get("format", "")).startswith("mediapipe"):
+        full = rows("lmk_full")
+        T, V = full.shape[:2]
+        mesh, has = mesh_landmarks(full.reshape((T * V,) + full.shape[2:]))
+        mesh, has = mesh.reshape(T, V, 68, 3), has.reshape(T, V)
+    return ClipInput(lmk[..., :2].astype(np.float64), lmk[..., 2].astype(np.float64), K, E, frames,
+                     frame_intrinsics(group, frames), mesh, has, float(group.attrs.get("fps") or 0.0))
 
 
 def sample_frames(conf: np.ndarray, k: int, min_conf: float) -> np.ndarray:
@@ -248,20 +274,15 @@ class FittingStage(Stage):
         return items
 
     def _fit_triangulate(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
-        from model.fitting.landmark_pose import reference_poses, reference_shape, template_poses
+        from model.fitting.landmark_pose import reference_poses, reference_shape
         from model.fitting.template import IBUG68_TEMPLATE
-        from model.fitting.triangulate import triangulate, view_residuals
+        from model.fitting.triangulate import triangulate
 
         cfg = self.config
         T, V = clip.uv.shape[:2]
         tri_args = {"min_conf": cfg.min_confidence, "robust": cfg.robust, "outlier_view": cfg.outlier_view}
         if V == 1:
-            poses = template_poses(clip.uv[:, 0], clip.conf[:, 0], clip.K[0], clip.E[0], IBUG68_TEMPLATE,
-                                   min_conf=cfg.min_confidence, robust=cfg.robust)
-            lmk3d = poses.posed_reference()
-            _, residual = view_residuals(lmk3d, clip.uv, clip.conf >= cfg.min_confidence, clip.K, clip.E)
-            return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d, residual, poses.ok,
-                           np.zeros((T, V), bool), {"fit/reference": IBUG68_TEMPLATE.astype(np.float32)})
+            return self._fit_monocular(clip, samples)
         # the subject's reference from the sampled frames of all its clips
         pts, valid = [], []
         for s in samples:
@@ -279,6 +300,37 @@ class FittingStage(Stage):
         lmk3d = np.where(ok[:, None, None], lmk3d, 0.0)
         return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d,
                        tri.view_residual, ok, tri.outlier_views, {"fit/reference": reference.astype(np.float32)})
+
+    def _fit_monocular(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
+        """One view: the mesh method (with expression, smoothed), or the rigid template posed by PnP."""
+        from model.fitting.landmark_pose import template_poses
+        from model.fitting.monocular import fit_monocular, subject_reference
+        from model.fitting.template import IBUG68_TEMPLATE
+        from model.fitting.triangulate import view_residuals
+
+        cfg = self.config
+        T = len(clip.uv)
+        K = clip.K_frames[:, 0] if clip.K_frames is not None else clip.K[0]
+        if cfg.monocular == "template" or clip.mesh is None:
+            poses = template_poses(clip.uv[:, 0], clip.conf[:, 0], K, clip.E[0], IBUG68_TEMPLATE,
+                                   min_conf=cfg.min_confidence, robust=cfg.robust)
+            R, t, scale, lmk3d, ok, reference = (poses.rotation, poses.translation, poses.scale,
+                                                 poses.posed_reference(), poses.ok, IBUG68_TEMPLATE)
+        else:
+            # the subject's reference shape from the mesh frames sampled over its clips
+            pts = [s.mesh[:, 0][s.has_mesh[:, 0]] for s in samples if s.mesh is not None]
+            valid = [(s.conf[:, 0] >= cfg.min_confidence)[s.has_mesh[:, 0]] for s in samples if s.mesh is not None]
+            reference = subject_reference(np.concatenate(pts), np.concatenate(valid), IBUG68_TEMPLATE) \
+                if pts and sum(len(p) for p in pts) else IBUG68_TEMPLATE
+            fit = fit_monocular(clip.uv[:, 0], clip.conf[:, 0], clip.mesh[:, 0], clip.has_mesh[:, 0], K, clip.E[0],
+                                reference, min_conf=cfg.min_confidence, robust=cfg.robust,
+                                smooth_pose=cfg.smooth_pose * clip.fps,
+                                smooth_expression=cfg.smooth_expression * clip.fps)
+            R, t, scale, lmk3d, ok = fit.rotation, fit.translation, fit.scale, fit.world_landmarks(), fit.ok
+        K_views = clip.K_frames if clip.K_frames is not None else clip.K
+        _, residual = view_residuals(lmk3d, clip.uv, clip.conf >= cfg.min_confidence, K_views, clip.E)
+        return ClipFit(to_matrix(R, t), scale, lmk3d, residual, ok, np.zeros((T, 1), bool),
+                       {"fit/reference": np.asarray(reference, np.float32)})
 
     def _fit_model(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
         from model.fitting.model_fit import fit_model

@@ -88,15 +88,16 @@ def reference_poses(points: np.ndarray, valid: np.ndarray, reference: np.ndarray
 def template_poses(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarray, template: np.ndarray, *,
                    min_conf: float = 0.1, robust: float = 0.02, iters: int = 30) -> LandmarkPoses:
     """One view: pose the metric template [L, 3] to 2D landmarks uv [T, L, 2], conf [T, L] seen by the
-    camera K [3, 3], E [4, 4] world_to_cam. The scale stays 1 (depth and size are not separable in one
-    view; the template carries an adult's size)."""
+    camera K [3, 3] (or [T, 3, 3], one per frame), E [4, 4] world_to_cam. The scale stays 1 (depth and
+    size are not separable in one view; the template carries an adult's size)."""
     uv = np.asarray(uv, np.float64)
     T, L, _ = uv.shape
     rigid = RIGID_WEIGHTS[:L] if L == 68 else np.ones(L)
     w0 = np.where(conf >= min_conf, conf, 0.0) * rigid
     ok = (conf >= min_conf).sum(1) >= 20
-    f = np.array([K[0, 0], K[1, 1]])
-    c = K[:2, 2]
+    K = np.broadcast_to(np.asarray(K, np.float64), (T, 3, 3))
+    f = np.stack([K[:, 0, 0], K[:, 1, 1]], 1)  # [T, 2]
+    c = K[:, :2, 2]  # [T, 2]
     # start: facing the camera, at the depth where the template's width matches the detected width
     det = np.where((conf >= min_conf)[..., None], uv, np.nan)
     with warnings.catch_warnings():
@@ -105,25 +106,26 @@ def template_poses(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarra
         height_px = np.nanmax(det[..., 1], 1) - np.nanmin(det[..., 1], 1)
         centre = np.nanmean(det, 1)
     width_m = template[:, 0].max() - template[:, 0].min()
-    depth = np.where(width_px > 1, f[0] * width_m / np.maximum(width_px, 1), 1.0)
+    depth = np.where(width_px > 1, f[:, 0] * width_m / np.maximum(width_px, 1), 1.0)
     cam_centre = np.concatenate([(np.nan_to_num(centre, nan=0.0) - c) / f * depth[:, None], depth[:, None]], 1)
     R_cam = np.tile(np.diag([1.0, -1.0, -1.0]), (T, 1, 1))  # head y up, z to the camera -> OpenCV camera
     t_cam = cam_centre - np.einsum("tij,j->ti", R_cam, template.mean(0))
     size = np.nan_to_num(np.sqrt(width_px ** 2 + height_px ** 2), nan=1.0)
     c_px = np.maximum(robust * size, 1.0)
+    fx, fy = f[:, 0:1], f[:, 1:2]  # [T, 1]
     for _ in range(iters):
         cam = np.einsum("tij,lj->tli", R_cam, template) + t_cam[:, None]  # [T, L, 3]
         z = np.maximum(cam[..., 2], 1e-6)
-        proj = cam[..., :2] / z[..., None] * f + c
+        proj = cam[..., :2] / z[..., None] * f[:, None] + c[:, None]
         r = proj - uv
         dist = np.linalg.norm(r, axis=-1)
         wr = w0 / (1.0 + (dist / c_px[:, None]) ** 2)
         # parameters: a rotation increment (axis-angle, applied on the left) and a translation increment
         Jp = np.zeros((T, L, 2, 3))
-        Jp[..., 0, 0] = f[0] / z
-        Jp[..., 0, 2] = -f[0] * cam[..., 0] / z ** 2
-        Jp[..., 1, 1] = f[1] / z
-        Jp[..., 1, 2] = -f[1] * cam[..., 1] / z ** 2
+        Jp[..., 0, 0] = fx / z
+        Jp[..., 0, 2] = -fx * cam[..., 0] / z ** 2
+        Jp[..., 1, 1] = fy / z
+        Jp[..., 1, 2] = -fy * cam[..., 1] / z ** 2
         arm = cam - t_cam[:, None]  # R p: d(exp(w) R p)/dw = -[R p]x
         skew = np.zeros((T, L, 3, 3))
         skew[..., 0, 1], skew[..., 0, 2] = -arm[..., 2], arm[..., 1]
@@ -135,8 +137,11 @@ def template_poses(uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarra
         step = -np.linalg.solve(H, g[..., None])[..., 0]
         R_cam = axis_angle_to_matrix(step[:, :3]) @ R_cam
         t_cam = t_cam + step[:, 3:]
-    # camera pose -> world pose
-    R_wc, t_wc = E[:3, :3].T, -E[:3, :3].T @ E[:3, 3]
-    R = np.einsum("ij,tjk->tik", R_wc, R_cam)
-    t = t_cam @ R_wc.T + t_wc
+    R, t = camera_to_world(R_cam, t_cam, E)
     return LandmarkPoses(np.ones(T), R, t, ok, np.asarray(template, np.float64))
+
+
+def camera_to_world(R_cam: np.ndarray, t_cam: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Head poses in a camera's frame (R_cam [T, 3, 3], t_cam [T, 3]) -> world, for world_to_cam E [4, 4]."""
+    R_wc, t_wc = E[:3, :3].T, -E[:3, :3].T @ E[:3, 3]
+    return np.einsum("ij,tjk->tik", R_wc, R_cam), t_cam @ R_wc.T + t_wc

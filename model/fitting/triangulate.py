@@ -64,12 +64,14 @@ def dlt(uv: np.ndarray, w: np.ndarray, K: np.ndarray, E: np.ndarray) -> np.ndarr
 
 
 def reproject(points: np.ndarray, K: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """points [T, L, 3] -> (uv [T, V, L, 2], depth [T, V, L])."""
+    """points [T, L, 3], K [V, 3, 3] (or [T, V, 3, 3] per frame), E [V, 4, 4] -> (uv [T, V, L, 2],
+    depth [T, V, L])."""
     cam = np.einsum("vij,tlj->tvli", E[:, :3, :3], points) + E[None, :, None, :3, 3]
     z = cam[..., 2]
     with np.errstate(all="ignore"):
         xy = cam[..., :2] / z[..., None]
-    uv = xy * np.stack([K[:, 0, 0], K[:, 1, 1]], -1)[None, :, None] + K[None, :, None, :2, 2]
+    K = K if K.ndim == 4 else K[None]
+    uv = xy * np.stack([K[..., 0, 0], K[..., 1, 1]], -1)[:, :, None] + K[:, :, None, :2, 2]
     return uv, z
 
 

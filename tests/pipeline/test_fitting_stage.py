@@ -65,7 +65,9 @@ def test_triangulate_recovers_head_pose_and_landmarks(fitted):
         # pose fit is within 0.5 degree, next test)
         assert relative.mean() < 1.5 and relative.max() < 2.5
         assert absolute.max() < 3.5
-        assert err[:, 17:].mean(1).max() < 0.02  # inner landmarks, every frame
+        # inner landmarks, every frame (the worst frame's figure moves with the crop: 1.99% to 2.20% for
+        # squares shifted 20 px either way, so the bound leaves that spread)
+        assert err[:, 17:].mean(1).max() < 0.023
         assert err.mean() < 0.03  # contour points included
         assert np.allclose(g["fit/scale"][:], 1.0, atol=0.1)
 
@@ -199,12 +201,14 @@ def test_wrong_landmarks_in_one_view_go_to_the_ledger_and_do_not_move_the_fit(fi
     # the landmarks stay as accurate as without the wrong view (one correct view fewer moves a few points)
     gt = load_ground_truth(fitted[0], *CLIPS[0].split("/"))
     err = np.linalg.norm(g["fit/lmk3d"][:] - gt["landmarks68"], axis=-1) / head_size(gt["landmarks68"][0])
-    assert err[:, 17:].mean(1).max() < 0.02 and err.mean() < 0.03
+    assert err[:, 17:].mean(1).max() < 0.023 and err.mean() < 0.03
 
 
-def test_one_view_clip_is_posed_with_the_template(fitted, tmp_path):
+def test_one_view_clip_follows_the_true_pose_and_expression(fitted, tmp_path):
     """The frontal camera's video as a monocular clip (the default camera with the rig's focal length):
-    the fitted head rotation follows the true one seen from that camera."""
+    the fitted head rotation follows the true one seen from that camera, the 3D landmarks reproject onto
+    the detections and their mouth opens with the true jaw. No smoothing here: this 8-frame capture turns
+    the head by up to 33 degrees in 0.1 s (its 73 fps is nominal), far faster than any head moves."""
     root = fitted[0]
     gt = load_ground_truth(root, *CLIPS[0].split("/"))
     frontal = 8
@@ -214,6 +218,8 @@ def test_one_view_clip_is_posed_with_the_template(fitted, tmp_path):
     cfg.source.subject = "mono"
     cfg.source.focal = 2.38  # the rig camera's focal length in units of the longer image side (1905 / 800)
     cfg.stages = ["ingest", "landmarks", "fitting"]
+    for name, value in (("smooth_pose", 0.0), ("smooth_expression", 0.0)):
+        setattr(cfg.stage_config("fitting"), name, value)
     summary = preprocess(cfg)
     assert summary.stages["fitting"].done == 2
     g = Store(cfg.store, mode="r").clip("mono/video")
@@ -221,7 +227,14 @@ def test_one_view_clip_is_posed_with_the_template(fitted, tmp_path):
     E = Store(fitted[2], mode="r").clip(CLIPS[0])["cameras/world_to_cam"][frontal].astype(np.float64)
     R_true_cam = E[:3, :3] @ gt["world_from_head"][:, :3, :3]  # head -> frontal camera
     err = pose_errors_deg(g["fit/pose"][:, :3, :3].astype(np.float64), R_true_cam)
-    print(f"one view: pose error max {err.max():.2f} mean {err.mean():.2f} deg, "
-          f"residual median {np.nanmedian(g['fit/residual'][:]):.1f} px")
-    # a mean template in one view: depth and face shape are guessed (measured about 3 degrees mean, 5.6 max)
+    residual = np.nanmedian(g["fit/residual"][:])
+    lmk3d = g["fit/lmk3d"][:].astype(np.float64)
+    opening = np.linalg.norm(lmk3d[:, [61, 62, 63]] - lmk3d[:, [67, 66, 65]], axis=-1).mean(1)
+    corr = np.corrcoef(opening, gt["expression"][:, 0])[0, 1]
+    print(f"one view: pose error max {err.max():.2f} mean {err.mean():.2f} deg, residual median {residual:.1f} px, "
+          f"3D mouth opening vs true jaw: correlation {corr:.3f}")
+    # depth from one view is the face mesh's estimate (measured 2.9 degrees mean, 4.9 max; the rigid
+    # template posed by PnP gave 3 mean, 5.6 max with a 4x larger residual and no expression)
     assert err.mean() < 4.0 and err.max() < 6.5
+    assert residual < 3.0
+    assert corr > 0.8  # (measured 0.87: the jaw value maps to the lip gap non-linearly)
