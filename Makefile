@@ -63,6 +63,7 @@ bench: install
 	$(PY) benchmarks/bench_guiding.py
 	$(PY) benchmarks/bench_gaussian.py
 	$(PY) benchmarks/bench_gaussian_render.py
+	$(PY) benchmarks/bench_monocular.py
 
 clean:
 	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) $(DEMO_RUN) $(DEMO_GAUSSIAN) renders/demo-turntable.gif inspect/demo

@@ -1,6 +1,9 @@
-"""Contact sheets of a store: for a few frames, a row of views with the matte overlaid and the
-landmarks drawn, and under it the face crops and non-face images, so a person can check a clip at a
-glance. Products a clip does not have yet are left out."""
+"""Contact sheets of a store, so a person can check a clip at a glance. Multi-view clips: for a few
+frames, a row of views with the matte overlaid and the landmarks drawn, under it the face crops and
+non-face images, then the synthesized expressions. One-camera clips: a grid of frames, each with its
+landmarks (detected, coloured by the backend that found them, and fitted), and beside it its crop, its
+non-face image and its synthesized expressions (each under its source). Products a clip does not have
+yet are left out."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from datasets.non_face import non_face_image
 from datasets.store import Store
 
 GREEN, YELLOW, WHITE, RED, CYAN = (60, 220, 60), (250, 210, 40), (255, 255, 255), (235, 50, 50), (90, 200, 255)
+ORANGE, MAGENTA = (255, 150, 30), (230, 80, 230)
+SOURCE_COLOURS = {1: GREEN, 2: CYAN, 3: ORANGE, 4: MAGENTA}  # lmk_source codes (pipeline/landmarks.py)
 
 
 def _pick(n: int, k: int) -> list[int]:
@@ -26,10 +31,11 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, alpha: np.ndarray | None, lmk: np.ndarray | None, box: np.ndarray | None,
-            cell: int, fitted: np.ndarray | None = None, edges: np.ndarray | None = None) -> np.ndarray:
-    """One view: background dimmed and tinted by the matte, 68 landmarks and the face box drawn; the
-    fitted 3D landmarks projected (red) and the fitted mesh's edges (cyan) when given ([68, 2] and
-    [E, 2, 2] pixels of the stored image)."""
+            cell: int, fitted: np.ndarray | None = None, edges: np.ndarray | None = None,
+            colour: tuple = GREEN) -> np.ndarray:
+    """One view: background dimmed and tinted by the matte, 68 landmarks (in `colour`) and the face box
+    drawn; the fitted 3D landmarks projected (red) and the fitted mesh's edges (cyan) when given ([68, 2]
+    and [E, 2, 2] pixels of the stored image)."""
     img = rgb.astype(np.float32)
     if alpha is not None:
         a = alpha.astype(np.float32)[..., None] / 255.0
@@ -44,7 +50,7 @@ def overlay(rgb: np.ndarray, alpha: np.ndarray | None, lmk: np.ndarray | None, b
             cv2.line(img, (int(x0), int(y0)), (int(x1), int(y1)), CYAN, 1, cv2.LINE_AA)
     if lmk is not None and lmk[:, 2].mean() > 0:
         for x, y in lmk[:, :2] * s:
-            cv2.circle(img, (int(round(x)), int(round(y))), 1, GREEN, -1, cv2.LINE_AA)
+            cv2.circle(img, (int(round(x)), int(round(y))), 1, colour, -1, cv2.LINE_AA)
     if fitted is not None:
         for x, y in fitted * s:
             if np.isfinite(x) and np.isfinite(y):
@@ -73,10 +79,11 @@ def fit_projections(g, t: int, mesh=None) -> tuple[np.ndarray | None, np.ndarray
     """Frame t of a fitted clip: its 3D landmarks projected into every view [V, 68, 2] (None where the
     frame was not fitted) and, with the model, the mesh edges [V, E, 2, 2] (a subsample, for legibility)."""
     from datasets.cameras import project
+    from datasets.store import frame_intrinsics
 
     if not g["fit/ok"][t]:
         return None, None
-    K, E = g["cameras/K"][:], g["cameras/world_to_cam"][:]
+    K, E = frame_intrinsics(g, np.array([t]))[0], g["cameras/world_to_cam"][:]
     lmk3d = g["fit/lmk3d"][t]
     fitted = np.stack([project(lmk3d, K[v], E[v]) for v in range(len(K))])
     if mesh is None:
@@ -95,38 +102,113 @@ def fit_projections(g, t: int, mesh=None) -> tuple[np.ndarray | None, np.ndarray
     return fitted, edges
 
 
-def synth_row(store: Store, g, t: int, cell: int, width: int) -> np.ndarray:
-    """Frame t's expression synthesis: the driving face crop, then per synthesized image its source's
-    face crop and the result, padded to `width`."""
+def _face_crop(group, f: int, v: int, cell: int) -> np.ndarray:
+    """The face crop of frame f, view v of a clip (made from its landmarks), cell x cell pixels."""
     from pipeline.backends.face_align import face_transform, warp
 
-    def crop(group, f: int, v: int) -> np.ndarray:
-        image = warp(group["rgb"][f, v], face_transform(group["lmk2d"][f, v], 256), 256)
-        return np.ascontiguousarray(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
+    image = warp(group["rgb"][f, v], face_transform(group["lmk2d"][f, v], 256), 256)
+    return np.ascontiguousarray(cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA))
 
+
+def synth_pairs(store: Store, g, t: int, cell: int, stores: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Frame t's synthesized images: per slot (its source's face crop, the result), labelled; blank
+    cells where a slot was not made."""
     blank = np.zeros((cell, cell, 3), np.uint8)
-    v = int(g["synth_view"][t])
-    cells = [_label(crop(g, t, v), "driving") if v >= 0 else _label(blank.copy(), "no frontal view")]
     pool = g["synth"].attrs["pool"]
-    stores: dict[str, Store] = {}
+    out = []
     for s in range(g["synth"].shape[1]):
         if not g["synth_ok"][t, s]:
-            cells += [blank, blank]
+            out.append((blank.copy(), blank.copy()))
             continue
         p, f, sv = (int(x) for x in g["synth_source"][t, s])
         url, key = pool[p]
         source_store = store if not url else stores.setdefault(url, Store(url, store.storage_options, mode="r"))
         result = np.ascontiguousarray(cv2.resize(g["synth"][t, s], (cell, cell), interpolation=cv2.INTER_AREA))
-        cells += [_label(crop(source_store.clip(key), f, sv), f"source {key.split('/')[0]}"),
-                  _label(result, f"synth {s}")]
+        out.append((_label(_face_crop(source_store.clip(key), f, sv, cell), f"source {key.split('/')[0]}"),
+                    _label(result, f"synth {s}")))
+    return out
+
+
+def synth_row(store: Store, g, t: int, cell: int, width: int) -> np.ndarray:
+    """Frame t's expression synthesis: the driving face crop, then per synthesized image its source's
+    face crop and the result, padded to `width`."""
+    blank = np.zeros((cell, cell, 3), np.uint8)
+    v = int(g["synth_view"][t])
+    cells = [_label(_face_crop(g, t, v, cell), "driving") if v >= 0 else _label(blank.copy(), "no frontal view")]
+    for source, result in synth_pairs(store, g, t, cell, {}):
+        cells += [source, result]
     row = np.concatenate(cells, 1)[:, :width]
     return np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)))
 
 
-def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | int = 8, cell: int = 192) -> np.ndarray:
-    """uint8 [H, W, 3] RGB sheet of one clip."""
+def monocular_tile(store: Store, g, t: int, cell: int, mesh=None, stores: dict | None = None) -> np.ndarray:
+    """One frame of a one-camera clip: the frame (matte, landmarks coloured by their backend, fitted
+    landmarks in red, face box) and beside it a column of half-size cells: crop over non-face image,
+    then per synthesized image its source over the result."""
+    half = cell // 2
+    blank = np.zeros((half, half, 3), np.uint8)
+    frame_id = g.attrs.get("frame_ids", list(range(g["rgb"].shape[0])))[t]
+    lmk = g["lmk2d"][t, 0] if "lmk2d" in g else None
+    source = int(g["lmk_source"][t, 0]) if "lmk_source" in g else 1
+    fitted = None
+    if "fit" in g and "ok" in g["fit"]:
+        projected, _ = fit_projections(g, t, mesh)
+        fitted = None if projected is None else projected[0]
+    frame = overlay(g["rgb"][t, 0], g["alpha"][t, 0] if "alpha" in g else None, lmk,
+                    g["face_box"][t, 0] if "face_box" in g else None, cell, fitted,
+                    colour=SOURCE_COLOURS.get(source, GREEN))
+    if lmk is not None:
+        names = dict(g["lmk_source"].attrs.get("codes", {})) if "lmk_source" in g else {}
+        found = names.get(str(source), "") if lmk[:, 2].mean() > 0 else "no face"
+        _label(frame, f"t{frame_id} {found}"[:40])
+    else:
+        _label(frame, f"t{frame_id}")
+    columns = []
+    if "face_crop" in g:
+        ok = bool(g["crop_ok"][t, 0])
+        crop = cv2.resize(g["face_crop"][t, 0], (half, half), interpolation=cv2.INTER_AREA) if ok else blank
+        nonface = cv2.resize(non_face_image(g["rgb"][t, 0], g["face_mask"][t, 0]), (half, half),
+                             interpolation=cv2.INTER_AREA)
+        columns.append(np.concatenate([_label(np.ascontiguousarray(crop), "crop"),
+                                       _label(np.ascontiguousarray(nonface), "non-face")], 0))
+    if "synth" in g:
+        for src, result in synth_pairs(store, g, t, half, stores if stores is not None else {}):
+            columns.append(np.concatenate([src, result], 0))
+    return np.concatenate([frame] + columns, 1)
+
+
+def monocular_sheet(store: Store, clip: str, frames: int = 8, cell: int = 256, columns: int = 2) -> np.ndarray:
+    """uint8 [H, W, 3] RGB sheet of a one-camera clip: `frames` evenly spaced frames in a grid."""
+    g = store.clip(clip)
+    T = g["rgb"].shape[0]
+    mesh = fit_mesh(g) if "fit" in g and "ok" in g["fit"] else None
+    stores: dict = {}
+    tiles = [monocular_tile(store, g, t, cell, mesh, stores) for t in _pick(T, frames)]
+    width = max(tile.shape[1] for tile in tiles)
+    tiles = [np.pad(tile, ((0, 4), (0, width - tile.shape[1] + 4), (0, 0))) for tile in tiles]
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.concatenate([np.concatenate(tiles[i:i + columns], 1) for i in range(0, len(tiles), columns)], 0)
+    header = np.full((40, grid.shape[1], 3), 30, np.uint8)
+    cv2.putText(header, f"{store.url}  {clip}  ({T} frames, one camera)", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                WHITE, 1, cv2.LINE_AA)
+    x = 6
+    for text, colour in (("mediapipe", GREEN), ("re-detected", CYAN), ("dlib", ORANGE), ("face-alignment", MAGENTA),
+                         ("fitted", RED), ("face box", YELLOW)):
+        cv2.putText(header, text, (x, 33), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        x += 9 * len(text) + 16
+    return np.concatenate([header, grid], 0)
+
+
+def contact_sheet(store: Store, clip: str, frames: int | None = None, views: list[int] | int = 8,
+                  cell: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB sheet of one clip (frames and cell default to 4 and 192 for several views, 8
+    and 256 for one camera)."""
     g = store.clip(clip)
     T, V = g["rgb"].shape[:2]
+    if V == 1:
+        return monocular_sheet(store, clip, frames or 8, cell or 256)
+    frames, cell = frames or 4, cell or 192
     serials = g.attrs["views"]
     frame_ids = g.attrs.get("frame_ids", list(range(T)))
     vs = _pick(V, views) if isinstance(views, int) else [v for v in views if v < V]
@@ -167,8 +249,8 @@ def contact_sheet(store: Store, clip: str, frames: int = 4, views: list[int] | i
     return np.concatenate([header, sheet], 0)
 
 
-def write_sheets(store: Store, out_dir: str, clip: str | None = None, frames: int = 4,
-                 views: list[int] | int = 8, cell: int = 192) -> list[str]:
+def write_sheets(store: Store, out_dir: str, clip: str | None = None, frames: int | None = None,
+                 views: list[int] | int = 8, cell: int | None = None) -> list[str]:
     """One PNG per clip (or the given clip) in out_dir; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []

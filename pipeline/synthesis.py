@@ -41,6 +41,7 @@ class SynthesisConfig:
     source_store: str = ""  # pool of source identities (a store URL); empty: the other subjects of this store
     frontal_views: list[str] = field(default_factory=list)  # camera serials that count as frontal; empty: by head pose
     max_yaw: float = 25.0  # by head pose: the head must face the camera within this angle (degrees)
+    neutral_sources: float = 0.2  # sources come from this fraction of a pool clip's least expressive frontal frames
     min_confidence: float = 0.1  # landmarks below this mean confidence: no face in that view
     size: int = 256  # output side, like the face crops
     head_scale: float = 1.1  # liveportrait: framing of its input crops relative to FFHQ's
@@ -54,6 +55,8 @@ class SynthesisConfig:
             raise ValueError(f"synthesis backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.images < 1:
             raise ValueError(f"synthesis images per frame must be at least 1, got {self.images}")
+        if not 0 < self.neutral_sources <= 1:
+            raise ValueError(f"synthesis.neutral_sources must be in (0, 1], got {self.neutral_sources}")
         if self.backend == "liveportrait" and not self.liveportrait_dir:
             import os
 
@@ -176,11 +179,17 @@ class SynthesisStage(Stage):
         store.ensure_frame_array(group, "synth_source", (T, N, 3), "int32", B)
         store.ensure_frame_array(group, "synth_view", (T,), "int16", B)
         store.ensure_frame_array(group, "synth_ok", (T, N), "bool", B)
-        group["synth"].attrs.update({"pool": work["pool"], "backend": cfg.backend,
-                                     "source": "(pool index, frame, view) in synth_source"})
-        if not work["pool"]:
-            raise ValueError(f"no source identities for {layout.key}: the pool (other subjects of this store, or "
-                             "--synth-source STORE) is empty")
+        group["synth"].attrs.update({
+            "pool": work["pool"], "backend": cfg.backend, "source": "(pool index, frame, view) in synth_source",
+            "source_frames": f"the {cfg.neutral_sources:.0%} least expressive frontal frames of each pool clip "
+                             "(closed, narrow mouth, usual eyes and brows), the expression added to them"})
+
+    def skip_reason(self, key: str, work) -> str | None:
+        if work["pool"]:
+            return None
+        return ("skipped: no source identities to carry this clip's expressions (the store has no other subject "
+                "and no pool was given); add one with --synth-source STORE, a preprocessed store of other people "
+                "(e.g. VFHQ); training uses the clip's own face crops as expression conditions meanwhile")
 
     # ------------------------------------------------------------------ worker side
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
@@ -296,9 +305,18 @@ class _SourcePool:
             store = self._stores[url] if url else self.store
             facts = ClipFacts.read(store.clip(key))
             self._facts[p] = facts
-            self._frontal[p] = [(t, v) for t in range(len(facts.ok))
-                                if (v := facts.frontal_view(t, self.cfg.frontal_views, self.cfg.max_yaw,
-                                                            self.cfg.min_confidence)) >= 0]
+            frontal = [(t, v) for t in range(len(facts.ok))
+                       if (v := facts.frontal_view(t, self.cfg.frontal_views, self.cfg.max_yaw,
+                                                   self.cfg.min_confidence)) >= 0]
+            # a source wears the driving expression on top of its own: take its least expressive frames
+            frontal = [(t, v) for t, v in frontal if facts.ok[t]]
+            if frontal:
+                from pipeline.backends.expression_geometry import least_expressive
+
+                local = facts.local[[t for t, _ in frontal]]
+                keep = least_expressive(local, self.cfg.neutral_sources)
+                frontal = [frontal[i] for i in sorted(keep)]
+            self._frontal[p] = frontal
         return self._facts[p]
 
     def neutral(self, p: int) -> np.ndarray:

@@ -14,8 +14,6 @@ import numpy as np
 from datasets.cameras import project
 from pipeline.backends.face_align import apply
 
-EXPRESSIVE = np.r_[17:27, 36:48, 48:68]  # brows, eyes, mouth: where a neutral face differs from others
-
 
 def local_landmarks(lmk3d: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """World landmarks [T, 68, 3] -> head frame [T, 68, 3] (pose [T, 4, 4], scale [T] removed)."""
@@ -28,13 +26,31 @@ def inter_ocular(shape: np.ndarray) -> float:
     return float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))
 
 
+def expressiveness(local: np.ndarray) -> np.ndarray:
+    """[N] how far each face of local [N, 68, 3] (head frame, y up) is from a neutral one, in inter-ocular
+    distances, without knowing the person's neutral face: the mouth's opening and width (smiles widen it,
+    speech and surprise open it; the narrowest, closed mouths are the neutral ones) plus how far the eyes'
+    opening and the brows' height are from their usual (median) values (a blink, wide eyes, raised brows).
+    The median of a clip is no neutral face when the person smiles through most of it; this is."""
+    iod = np.linalg.norm(local[:, 36:42].mean(1) - local[:, 42:48].mean(1), axis=-1)  # [N]
+    gap = np.linalg.norm(local[:, [61, 62, 63]] - local[:, [67, 66, 65]], axis=-1).mean(1)
+    width = np.linalg.norm(local[:, 54] - local[:, 48], axis=-1)
+    eyes = np.linalg.norm(local[:, [37, 38, 43, 44]] - local[:, [41, 40, 47, 46]], axis=-1).mean(1)
+    brows = local[:, 17:27, 1].mean(1) - local[:, 36:48, 1].mean(1)
+    eyes, brows = eyes / iod, brows / iod
+    return (gap + width) / iod + np.abs(eyes - np.median(eyes)) + np.abs(brows - np.median(brows))
+
+
+def least_expressive(local: np.ndarray, fraction: float = 0.2) -> np.ndarray:
+    """Indices of the `fraction` (at least one) of frames local [N, 68, 3] least expressive."""
+    k = max(1, int(round(fraction * len(local))))
+    return np.argsort(expressiveness(local), kind="stable")[:k]
+
+
 def neutral_shape(local: np.ndarray, fraction: float = 0.2) -> np.ndarray:
     """The subject's neutral landmarks [68, 3]: the mean of its least expressive frames (local [N, 68, 3],
-    head frame): those whose brows, eyes and mouth are nearest the per-point median."""
-    median = np.median(local, 0)
-    energy = np.linalg.norm(local[:, EXPRESSIVE] - median[EXPRESSIVE], axis=-1).mean(1)  # [N]
-    k = max(1, int(round(fraction * len(local))))
-    return local[np.argsort(energy, kind="stable")[:k]].mean(0)
+    head frame)."""
+    return local[least_expressive(local, fraction)].mean(0)
 
 
 def target_points(source_points: np.ndarray, source_local: np.ndarray, source_neutral: np.ndarray,

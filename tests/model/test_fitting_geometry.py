@@ -4,7 +4,6 @@ against ground truth built here: known transforms, the posed template projected 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.spatial.transform import Rotation
 
 from datasets.capture.rig import make_rig
