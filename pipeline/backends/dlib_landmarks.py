@@ -80,14 +80,13 @@ class DlibFaceLandmarks:
                                                       for x, y in lmk68[:, :2]])
         return np.array(self._embedder.compute_face_descriptor(np.ascontiguousarray(image), shape))
 
-    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """[(box [4], score)]: the HOG detector at the image's scale, then upsampled once for small faces."""
-        for upsample in (0, 1):
-            rects, scores, _ = self.detector.run(image, upsample, 0.0)
-            if rects:
-                return [(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), float(s))
-                        for r, s in zip(rects, scores)]
-        return []
+    def detect(self, image: np.ndarray, upsample: int = 0) -> list[tuple[np.ndarray, float]]:
+        """[(box [4], score)]: the HOG detector (faces of 80 pixels and more; `upsample` doubles the image
+        that many times for smaller ones, at 4x the time each: the stored frames are framed on the head,
+        so their faces are large)."""
+        rects, scores, _ = self.detector.run(image, upsample, 0.0)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), float(s))
+                for r, s in zip(rects, scores)]
 
     def points(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """[68, 2] the points of the face in `box` [4]."""
