@@ -48,17 +48,22 @@ class RichReporter(Reporter):
 
 
 def print_summary(console: Console, summary: RunSummary, store_url: str) -> None:
-    table = Table(title=f"preprocess -> {store_url}", box=box.SIMPLE_HEAD,
+    table = Table(title=f"preprocess -> {store_url}", box=box.SIMPLE_HEAD, pad_edge=False,
                   caption="blocks: done before this run, done now, failed (task crashed), upstream failed, skipped "
                           "(nothing to do: see the ledger), blocked (upstream missing); items: failed items recorded")
     for col in ("stage", "blocks", "before", "now", "failed", "upstream", "skipped", "blocked", "items"):
-        table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=True)
+        table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=True,
+                         min_width=9 if col == "stage" else None)
     for name, s in summary.stages.items():
         table.add_row(name, str(s.blocks), str(s.already_done), str(s.done), str(s.failed),
                       str(s.skipped_upstream), str(s.skipped), str(s.blocked), str(s.items))
     console.print(table)
+    for item in summary.skips[:10]:
+        console.print(escape(f"{item.stage} {item.clip}: {item.reason}"))
+    if len(summary.skips) > 10:
+        console.print(f"... {len(summary.skips) - 10} more clips skipped (python cli.py report {store_url})")
     if summary.plan_items:
-        console.print(f"[yellow]{len(summary.plan_items)} problem(s) found while planning:")
+        console.print(f"[yellow]{len(summary.plan_items)} problem(s) found while reading the raw data:")
         for item in summary.plan_items[:10]:
             where = " ".join(x for x in (item.stage, item.clip, f"view {item.view}" if item.view else "") if x)
             console.print(escape(f"  {where}: {item.reason}"))

@@ -60,7 +60,8 @@ class StageSummary:
 @dataclass
 class RunSummary:
     stages: dict[str, StageSummary] = field(default_factory=dict)
-    plan_items: list[LedgerItem] = field(default_factory=list)
+    plan_items: list[LedgerItem] = field(default_factory=list)  # problems of the raw data found while planning
+    skips: list[LedgerItem] = field(default_factory=list)  # clips a stage had nothing to do for, and why
     task_errors: list[str] = field(default_factory=list)
     clips: int = 0
 
@@ -71,7 +72,7 @@ class RunSummary:
     def exit_code(self, strict: bool) -> int:
         if self.task_errors or any(s.failed or s.skipped_upstream for s in self.stages.values()):
             return 1
-        if strict and self.item_failures:
+        if strict and (self.item_failures or self.skips):
             return 2
         return 0
 
@@ -225,7 +226,7 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
             stats.already_done += len(current)
         if stage.name != "ingest":  # (ingest's plan ledger holds the raw reader's findings, written above)
             store.write_plan_ledger(stage.name, {k: skipped.get(k, []) for k in works})
-        summary.plan_items += [i for items in skipped.values() for i in items]
+        summary.skips += [i for items in skipped.values() for i in items]
         if stale_report and not cfg.runner.recompute:
             old = (record or {}).get("config", {})
             raise RefusedError(
