@@ -57,7 +57,7 @@ def print_summary(console: Console, summary: RunSummary, store_url: str) -> None
     for name, s in summary.stages.items():
         table.add_row(name, str(s.blocks), str(s.already_done), str(s.done), str(s.failed),
                       str(s.skipped_upstream), str(s.skipped), str(s.blocked), str(s.items))
-    console.print(table)
+    console.print(table, width=max(console.width, 96))  # (a pipe's 80 columns would cut the headers)
     for item in summary.skips[:10]:
         console.print(escape(f"{item.stage} {item.clip}: {item.reason}"))
     if len(summary.skips) > 10:

@@ -14,22 +14,27 @@ import cv2
 import numpy as np
 
 from datasets.capture.writer import VideoWriter
+from datasets.raw.sources import frame_rgb
 
 
 def read_video(path: str) -> tuple[list[np.ndarray], float]:
-    """Every frame of a video and its frame rate."""
+    """Every frame of a video (upright, as players show it) and its frame rate."""
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)], fps
+        return [frame_rgb(f) for f in container.decode(stream)], fps
 
 
-def write_video(path: str, frames: list[np.ndarray], fps: float, crf: int = 20) -> str:
-    """An H.264 mp4 of the frames (even width and height, as yuv420p needs)."""
-    h, w = frames[0].shape[:2]
+def write_video(path: str, frames: list[np.ndarray], fps: float, crf: int = 20, rotation: int = 0) -> str:
+    """An H.264 mp4 of the frames (even width and height, as yuv420p needs). With `rotation` (a multiple
+    of 90 degrees, counter-clockwise) the frames are stored turned the other way with that display
+    rotation, as a phone stores a portrait video (-90): players, and the readers, show them upright."""
+    k = int(round(rotation / 90)) % 4
+    stored = [np.rot90(f, -k) for f in frames] if k else frames
+    h, w = stored[0].shape[:2]
     h2, w2 = h - h % 2, w - w % 2
-    with VideoWriter(path, w2, h2, fps=fps, crf=crf) as writer:
-        for frame in frames:
+    with VideoWriter(path, w2, h2, fps=fps, crf=crf, rotation=rotation) as writer:
+        for frame in stored:
             writer.write(np.ascontiguousarray(frame[:h2, :w2]))
     return path
 
@@ -148,7 +153,8 @@ def mouths(frames: list[np.ndarray]) -> list[tuple[np.ndarray, float] | None]:
 def harder_variants(source: str, folder: str) -> dict[str, str]:
     """Harder variants of the real clip `source` as videos in `folder`, name -> path: right (the person
     moved 30% to the right, where the largest centred square cuts the face), occluded (that, with a
-    hand-sized occluder over the mouth for frames 15-54), small (moved left and downscaled 3x)."""
+    hand-sized occluder over the mouth for frames 15-54), small (moved left and downscaled 3x), phone (a
+    portrait crop stored sideways with a display rotation of -90 degrees, as phones record)."""
     os.makedirs(folder, exist_ok=True)
     frames, fps = read_video(source)
     right = shift(frames, 0.3)
@@ -159,4 +165,5 @@ def harder_variants(source: str, folder: str) -> dict[str, str]:
         "right": write_video(os.path.join(folder, "right.mp4"), right, fps),
         "occluded": write_video(os.path.join(folder, "occluded.mp4"), covered, fps),
         "small": write_video(os.path.join(folder, "small.mp4"), downscale(shift(frames, -0.25), 3), fps),
+        "phone": write_video(os.path.join(folder, "phone.mp4"), [f[:, 150:420] for f in frames], fps, rotation=-90),
     }

@@ -36,7 +36,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str, width: int, height: int, fps: float = 73.0, crf: int = 18,
-                 gop: int = 24, lossless: bool = False, faststart: bool = False):
+                 gop: int = 24, lossless: bool = False, faststart: bool = False, rotation: int = 0):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         options = {"movflags": "+faststart"} if faststart else {}
         self.container = av.open(path, "w", options=options)
@@ -50,6 +50,8 @@ class VideoWriter:
             opts = {"crf": str(crf), "preset": "veryfast"}
         opts.update({"g": str(gop), "threads": "1", "bf": "0"})
         self.stream.width, self.stream.height = width, height
+        if rotation:  # a display matrix, as phones write (players turn the frames by it)
+            self.stream.set_display_rotation(rotation)
         self.stream.options = opts
         self.stream.codec_context.thread_count = 1
         self.format = "rgb24"

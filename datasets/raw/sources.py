@@ -27,14 +27,24 @@ class VideoSource:
     url: str
 
     def describe(self) -> tuple[int, int, int, float]:
-        """(n_frames, width, height, fps) from the container, without decoding (demux-count fallback)."""
+        """(n_frames, width, height, fps) from the container (demux-count fallback), the size as the video
+        is shown: a phone video stored sideways with a display rotation of 90 degrees is taller than wide
+        (the first frame is decoded to read it)."""
         with _open_video(self.url) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0.0)
             n = int(stream.frames or 0)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            try:
+                first = next(container.decode(stream), None)
+            except (av.error.FFmpegError, OSError, ValueError):
+                first = None
+            if first is not None and _quarter_turns(first) % 2:
+                width, height = height, width
             if n <= 0:  # containers without a frame count: count packets, still no decoding
+                container.seek(0, stream=stream)
                 n = sum(1 for p in container.demux(stream) if p.size)
-            return n, stream.codec_context.width, stream.codec_context.height, fps
+            return n, width, height, fps
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,19 @@ def iter_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], t
                 yield fid, FrameError(str(e))
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show the frame upright (its display matrix: phones store
+    portrait videos sideways with a rotation of -90 degrees)."""
+    return int(round((frame.rotation or 0) / 90.0)) % 4
+
+
+def frame_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """uint8 [H, W, 3] RGB of a decoded frame, turned upright as players show it."""
+    rgb = frame.to_ndarray(format="rgb24")
+    k = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
 def _frame_index(frame: av.VideoFrame, stream, fps: float) -> int | None:
     if frame.pts is None or not fps:
         return None
@@ -180,8 +203,7 @@ def _decode_wanted(container, url: str, wanted: list[int], threads: int, seek: b
                     return False
                 index = first
             if index == next_id:
-                yield index, (LazyFrame(lambda f=frame: f.to_ndarray(format="rgb24")) if lazy
-                              else frame.to_ndarray(format="rgb24"))
+                yield index, LazyFrame(lambda f=frame: frame_rgb(f)) if lazy else frame_rgb(frame)
                 next_id = next(pending, None)
                 if next_id is None:
                     return True
@@ -228,5 +250,5 @@ def sample_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int],
                 continue
             if frame is not None:
                 index = _frame_index(frame, stream, fps)
-                out.append((-1 if index is None else index, frame.to_ndarray(format="rgb24")))
+                out.append((-1 if index is None else index, frame_rgb(frame)))
     return out

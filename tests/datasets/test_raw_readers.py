@@ -98,3 +98,28 @@ def test_v2_calibration_with_per_camera_intrinsics(tmp_path):
     plan = read_raw("nersemble", str(root), Selection())
     np.testing.assert_allclose(plan.clips[0].views[1].K_array, K[rig[1].serial])
     assert os.path.basename(plan.clips[0].views[0].source.url) == f"cam_{rig[0].serial}.mp4"
+
+
+def test_a_video_with_a_display_rotation_is_read_upright(tmp_path):
+    """Phones store a portrait video sideways with a display rotation (-90 degrees): the reader reports
+    the size as shown and every decoder (sequential, from the middle, sampled) gives upright frames."""
+    from datasets.capture.variants import write_video
+    from datasets.raw.sources import VideoSource, iter_frames, sample_frames
+
+    upright = []
+    for t in range(12):
+        frame = np.full((64, 48, 3), 40, np.uint8)  # portrait: 48 wide, 64 tall
+        frame[4:16, 4:20] = (250, 30, 30)  # a red patch at the top left
+        frame[48:60, 28:44] = (30, 30, 250)  # a blue one at the bottom right
+        frame[30:34, :] = 8 * t
+        upright.append(frame)
+    path = write_video(str(tmp_path / "phone.mp4"), upright, 30.0, crf=10, rotation=-90)
+    source = VideoSource(path)
+    assert source.describe()[1:3] == (48, 64)
+    for got in ([img for _, img in iter_frames(source, list(range(12)))],
+                [img for _, img in iter_frames(source, list(range(6, 12)))],
+                [img for _, img in sample_frames(source, list(range(12)), 2)]):
+        for img in got:
+            assert img.shape == (64, 48, 3)
+            assert img[10, 12, 0] > 200 and img[10, 12, 2] < 80  # red still at the top left
+            assert img[54, 36, 2] > 200 and img[54, 36, 0] < 80  # blue at the bottom right

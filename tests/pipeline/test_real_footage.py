@@ -26,7 +26,7 @@ from tests.realdata import CUT, FRONTAL, needs_realdata, raw_landmarks, write_va
 
 pytestmark = needs_realdata
 REPO = str(Path(__file__).resolve().parents[2])
-CLIPS = ("right", "occluded", "small", "frontal_man", "cartoon_then_face")
+CLIPS = ("right", "occluded", "small", "phone", "frontal_man", "cartoon_then_face")
 
 
 def _config(store: str, root: str, stages: list[str], **framing) -> PreprocessConfig:
@@ -108,7 +108,7 @@ def test_a_cut_to_frames_without_a_face_puts_those_in_the_ledger_and_processes_t
 
 
 def test_head_pose_is_smooth_and_the_3d_landmarks_carry_the_expression(real):
-    for name in ("right", "occluded", "small", "frontal_man", "cartoon_then_face"):
+    for name in CLIPS:
         g = _group(real, name)
         ok = g["fit/ok"][:]
         R = g["fit/pose"][:, :3, :3].astype(np.float64)
@@ -193,6 +193,16 @@ def test_monocular_sheet_is_a_readable_grid(real, tmp_path):
     sheet = cv2.imread(path)
     h, w = sheet.shape[:2]
     assert w >= 1000 and h <= 1.5 * w  # a grid, not a 192-pixel strip
+
+
+def test_a_phone_video_stored_sideways_is_read_upright(real):
+    """A portrait phone video is stored sideways with a display rotation: the reader reports its shown
+    size (portrait), the stored frames are upright (the face found on every frame, eyes above the mouth)."""
+    g = _group(real, "phone")
+    assert g.attrs["source_sizes"] == [[270, 360]]
+    lmk = g["lmk2d"][:, 0]
+    assert (lmk[..., 2].mean(-1) > 0.1).all()
+    assert (lmk[:, 36:48, 1].mean(1) < lmk[:, 48:68, 1].mean(1)).all()
 
 
 def test_video_with_a_variable_frame_rate_decodes_the_same_from_the_middle():
