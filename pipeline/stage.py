@@ -41,7 +41,7 @@ class ClipLayout:
         return range(t0 // self.block_frames, math.ceil(t1 / self.block_frames))
 
     @staticmethod
-    def from_raw(work: "ClipSpec", block_frames: int) -> "ClipLayout":
+    def from_raw(work: ClipSpec, block_frames: int) -> "ClipLayout":
         """The layout of a clip a raw reader found (before anything is stored)."""
         return ClipLayout(work.key, len(work.frame_ids), block_frames, tuple(v.serial for v in work.views),
                           tuple(work.frame_ids))
@@ -137,8 +137,8 @@ class Stage(ABC):
 
 
 REGISTRY: dict[str, type[Stage]] = {}
-STAGE_MODULES = ("pipeline.framing", "pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting", "pipeline.crops",
-                 "pipeline.synthesis")  # import = register
+STAGE_MODULES = ("pipeline.framing", "pipeline.ingest", "pipeline.matting", "pipeline.landmarks", "pipeline.fitting",
+                 "pipeline.crops", "pipeline.synthesis")  # import = register
 
 
 def load_stages() -> dict[str, type[Stage]]:
