@@ -25,7 +25,7 @@ from model.fitting.model_fit import FitSettings, fit_model  # noqa: E402
 from model.fitting.template import head_size  # noqa: E402
 from model.fitting.triangulate import reproject  # noqa: E402
 from model.morphable import load_morphable_model  # noqa: E402
-from tests.morphable_files import make_model_files  # noqa: E402  (small synthetic models in the real formats)
+from model.morphable.example_files import make_model_files  # noqa: E402  (small synthetic models in the real formats)
 
 
 def scene(model, truth, T: int, seed: int = 0):

@@ -28,7 +28,7 @@ BATCH = 8
 def make_data(work: str, store: str | None) -> str:
     if store and os.path.exists(store):
         return store
-    from tests.shard_fixtures import make_store
+    from datasets.capture.coloured_store import make_store
 
     url = os.path.join(work, "store.zarr")
     make_store(url, subjects=2, frames=24, views=16, res=512, crop=256, synth=2, block=8, texture=True)
@@ -183,7 +183,7 @@ def s3_stream(store: str, samples: int, cache: str) -> tuple[float, float]:
     """(build s, samples/s cold cache) for the shard set on s3:// served by moto on 127.0.0.1."""
     from datasets.shards.build import BuildOptions, build_shards
     from datasets.streaming import ShardDataset, StreamingLoader
-    from tests.moto_server import local_s3
+    from datasets.local_s3 import local_s3
 
     with local_s3("bench") as opts:
         start = time.perf_counter()

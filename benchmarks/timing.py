@@ -27,7 +27,7 @@ def training_shards(path: str, work: str) -> str:
     """`path` when it holds a shard set, else small rendered test heads made in `work`."""
     if os.path.exists(os.path.join(path, "manifest.json")):
         return path
-    from tests.head_shards import make_head_shards
+    from model.head_shards import make_head_shards
 
     shards = make_head_shards(work, subjects=2, frames=8, views=8, res=512, holdout_views="2")
     print(f"{path} not found: using rendered test heads in {shards}")

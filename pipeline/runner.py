@@ -4,12 +4,11 @@ build tasks in dependency order, execute them, and summarise what happened.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from datasets.provenance import package_versions
 from datasets.raw import Selection, licence_note, read_raw
 from datasets.store import LedgerItem, Store, fingerprint, now_iso
 from pipeline.config import PreprocessConfig
@@ -23,8 +22,6 @@ from pipeline.execute import (
     task_failure_items,
 )
 from pipeline.stage import REGISTRY, ClipLayout, Stage, dependency_order, dependents, load_stages
-
-PACKAGES = ("numpy", "zarr", "dask", "distributed", "av", "opencv-python-headless", "mediapipe", "torch", "fsspec")
 
 
 class RefusedError(RuntimeError):
@@ -86,20 +83,6 @@ class Plan:
     tasks: list[SegmentTask]
     deps: dict[str, set[str]]
     summary: RunSummary
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    try:
-        out["headforge"] = importlib.metadata.version("headforge")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    return out
 
 
 def _stage_fingerprints(store: Store, stages: list[Stage]) -> dict[str, str]:

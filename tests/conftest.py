@@ -31,7 +31,7 @@ def synthetic_capture(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 endpoint (moto) on 127.0.0.1 with the bucket headforge-test; yields s3fs storage options."""
-    from tests.moto_server import local_s3
+    from datasets.local_s3 import local_s3
 
     with local_s3("headforge-test") as options:
         yield options

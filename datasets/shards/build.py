@@ -338,7 +338,7 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
 
 
 def _manifest(opts: BuildOptions, plan: dict, specs: dict, sources: list[SourceStore], done: dict) -> Manifest:
-    from pipeline.runner import package_versions
+    from datasets.provenance import package_versions
 
     splits = {}
     for split, info in plan["splits"].items():

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from model.morphable.base import MorphableModel
-from pipeline.backends.weights import MissingWeightsError, require_file
+from datasets.weights import MissingWeightsError, require_file
 
 MODEL_KINDS = ("bfm2009", "bfm2017", "flame")
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from pipeline.backends.weights import MissingWeightsError
+from datasets.weights import MissingWeightsError
 
 LIVEPORTRAIT_VARIABLE = "LIVEPORTRAIT_DIR"
 OPTION = "--liveportrait-dir"

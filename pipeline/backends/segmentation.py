@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from datasets.native_output import quiet_native_stderr
-from pipeline.backends.weights import require_file
+from datasets.weights import require_file
 
 REMBG_MODELS_URL = "https://github.com/danielgatis/rembg/releases (assets of tag v0.0.0, e.g. u2net.onnx)"
 

@@ -15,7 +15,7 @@ from datasets.shards.manifest import digest
 from datasets.shards.select import SelectionError
 from datasets.shards.verify import verify_shards
 from datasets.store import Store
-from tests.shard_fixtures import BAD_FIT_FRAME, decode_colour, make_store, usable_items
+from datasets.capture.coloured_store import BAD_FIT_FRAME, decode_colour, make_store, usable_items
 
 
 @pytest.fixture(scope="module")

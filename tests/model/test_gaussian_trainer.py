@@ -14,7 +14,7 @@ from model.train import checkpoint
 from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
 from model.train.gaussian_trainer import GaussianTrainer
-from tests.head_shards import make_head_shards
+from model.head_shards import make_head_shards
 from tests.model.test_guiding_trainer import _trainer as guiding_trainer
 
 STAGE2 = {"batch_size": 2, "backend": "torch"}

@@ -1,4 +1,4 @@
-"""The stage-1 trainer on a small shard set of rendered heads (tests/head_shards.py)."""
+"""The stage-1 trainer on a small shard set of rendered heads (model/head_shards.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
 from model.train.data import ShardSetError
 from model.train.guiding_trainer import GuidingTrainer
-from tests.head_shards import make_head_shards
+from model.head_shards import make_head_shards
 
 # tiny, made smaller still: a 16^3 grid and 32 px renders keep a step well under a second
 SMALL = {"grid_resolution": 16, "init_steps": 60, "mean_width": 32, "feature_dim": 16, "width": 32, "id_dim": 8,

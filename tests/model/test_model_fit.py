@@ -14,7 +14,7 @@ from model.fitting.model_fit import FitSettings, fit_model
 from model.fitting.template import head_size
 from model.fitting.triangulate import reproject
 from model.morphable import load_morphable_model
-from tests.morphable_files import make_model_files
+from model.morphable.example_files import make_model_files
 
 FRONTAL = 8  # the rig camera facing the head
 

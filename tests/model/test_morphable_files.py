@@ -1,5 +1,5 @@
 """The morphable model loaders against small synthetic models written in the real file formats
-(tests/morphable_files.py): values against independent numpy ground truth, the cheap landmark path
+(model/morphable/example_files.py): values against independent numpy ground truth, the cheap landmark path
 against the full mesh, clear errors for missing and malformed files, and the restricted unpickler
 refusing code (the payloads are built by hand and never run)."""
 
@@ -25,8 +25,8 @@ from model.morphable.safe_pickle import (
     load_npy_restricted,
     load_restricted,
 )
-from pipeline.backends.weights import MissingWeightsError
-from tests.morphable_files import face_mesh, make_model_files, py2_pickle_bytes
+from datasets.weights import MissingWeightsError
+from model.morphable.example_files import face_mesh, make_model_files, py2_pickle_bytes
 
 ENV = {"bfm2009": "HEADFORGE_BFM2009", "bfm2017": "HEADFORGE_BFM2017", "flame": "HEADFORGE_FLAME"}
 LANDMARK_ENV = {"bfm2017": "HEADFORGE_BFM2017_LANDMARKS", "flame": "HEADFORGE_FLAME_LANDMARKS"}

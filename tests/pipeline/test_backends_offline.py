@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backends.weights import MissingWeightsError
+from datasets.weights import MissingWeightsError
 from pipeline.runner import preprocess
 from tests.helpers import ingest_config, marker_capture
 

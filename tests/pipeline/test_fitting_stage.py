@@ -14,10 +14,10 @@ from datasets.synthetic import SynthConfig, load_ground_truth, write_synthetic_c
 from model.fitting.geometry import pose_errors_deg, rotation_angle_deg
 from model.fitting.landmark_pose import reference_poses, reference_shape
 from model.fitting.template import IBUG68_TEMPLATE, head_size
-from pipeline.backends.weights import MissingWeightsError
+from datasets.weights import MissingWeightsError
 from pipeline.runner import RefusedError, plan_run, preprocess
 from tests.helpers import ingest_config, run_config
-from tests.morphable_files import make_model_files
+from model.morphable.example_files import make_model_files
 
 CLIPS = ("001/EXP-1-jawopen", "001/EXP-2-smile+brow")
 

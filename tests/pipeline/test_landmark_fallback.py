@@ -93,7 +93,7 @@ def test_dlib_backend_agrees_with_mediapipe_and_records_its_licence(tmp_path):
 
 
 def test_missing_dlib_model_is_one_clear_error(tmp_path, monkeypatch):
-    from pipeline.backends.weights import MissingWeightsError
+    from datasets.weights import MissingWeightsError
 
     monkeypatch.setenv("HEADFORGE_DLIB_MODELS", str(tmp_path / "nowhere"))
     cfg = PreprocessConfig(store=str(tmp_path / "d.zarr"), stages=["ingest", "landmarks"])

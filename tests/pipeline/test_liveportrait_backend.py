@@ -21,7 +21,7 @@ from pipeline.backends.liveportrait import (
     find_checkout,
     half_precision_default,
 )
-from pipeline.backends.weights import MissingWeightsError
+from datasets.weights import MissingWeightsError
 from tests.liveportrait_standin import write_standin_checkout
 
 

@@ -263,7 +263,7 @@ def test_liveportrait_backend_through_the_stage_with_a_standin(synthesized, tmp_
 
 
 def test_liveportrait_without_a_checkout_fails_before_any_work(synthesized, tmp_path, monkeypatch):
-    from pipeline.backends.weights import MissingWeightsError
+    from datasets.weights import MissingWeightsError
 
     monkeypatch.delenv("LIVEPORTRAIT_DIR", raising=False)
     path = str(tmp_path / "s.zarr")

@@ -1,4 +1,4 @@
-"""A small shard set of rendered heads: make_store's layout (tests/shard_fixtures.py) with the images,
+"""For tests and benchmarks: a small shard set of rendered heads: make_store's layout (datasets/capture/coloured_store.py) with the images,
 mattes, cameras and fits replaced by a real geometry, so a trainer sees consistent data. Each subject is
 an ellipsoid head on a neck (size varies by subject), coloured by position, turning a little per frame;
 the fitted pose, scale and 3D landmarks (the landmark template, posed) are exact."""
@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.capture.coloured_store import make_store
 from datasets.capture.rig import make_rig
 from datasets.shards.build import BuildOptions, build_shards
 from datasets.synthhead.proxies import ellipsoid
 from model.fitting.template import build_template
 from model.render.mesh import interpolate, rasterize
-from tests.shard_fixtures import make_store
 
 
 def head_mesh(subject: int) -> tuple[np.ndarray, np.ndarray]:
