@@ -1,10 +1,14 @@
 """Command line of the head-model tool chain. Run from the repository root: `python cli.py --help`.
 
-Each command parses its options, builds the config dataclasses and calls one library function.
+Each command parses its options, builds the config dataclasses and calls one library function. What the
+user can fix (datasets.errors.UserError: bad input, missing weights, a stale or unknown setting, a corrupt
+shard) is reported in one line with exit 2, for every command, by `command` below; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -13,19 +17,21 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from datasets.errors import UserError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Preprocess head captures into Zarr stores, inspect them, and build training data.")
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)  # a pipe or a log: 160, not 80
+
+
+def _stdout() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _storage_options(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--storage-option takes KEY=VALUE, got {pair!r}")
-        out[key] = json.loads(value) if value[:1] in "{[0123456789" or value in ("true", "false") else value
-    return out
+    from datasets.config import parse_pairs
+
+    return parse_pairs(pairs, "--storage-option")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -33,7 +39,22 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command(epilog="""
+def command(*names: str, **kwargs):
+    """app.command, with the error contract: a UserError raised by the command is one line, exit 2."""
+    def register(function):
+        @functools.wraps(function)
+        def run(*args, **kw):
+            try:
+                return function(*args, **kw)
+            except UserError as e:
+                _fail(str(e))
+            except OSError as e:  # a path that cannot be read or written: the user's to fix as well
+                _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        return app.command(*names, **kwargs)(run)
+    return register
+
+
+@command(epilog="""
 **Examples**
 
     python cli.py preprocess nersemble --root /data/nersemble --store stores/nersemble.zarr \\
@@ -63,7 +84,8 @@ def preprocess(
     root: Optional[str] = typer.Option(None, "--root", "-r", help="Raw capture root (path or fsspec URL)."),
     store: Optional[str] = typer.Option(None, "--store", "-o", help="Output store: path or URL. "
                                         "Default: stores/<dataset>.zarr"),
-    stages: str = typer.Option("ingest", help="Comma-separated stages; run in dependency order."),
+    stages: Optional[str] = typer.Option(None, help="Comma-separated stages; run in dependency order [ingest, "
+                                                    "or the config file's list]."),
     stride: Optional[int] = typer.Option(None, help="Keep every n-th frame (NeRSemble practice: 3)."),
     include: list[str] = typer.Option([], "--include", help="Sequence pattern to take (fnmatch, repeatable)."),
     exclude: list[str] = typer.Option([], "--exclude", help="Sequence pattern to skip (fnmatch, repeatable)."),
@@ -108,8 +130,8 @@ def preprocess(
     synth_source: Optional[str] = typer.Option(None, help="Store whose subjects lend their faces to the synthesis "
                                                           "(default: the other subjects of this store)."),
     synth_images: Optional[int] = typer.Option(None, help="Synthesized images per frame [2]."),
-    setting: list[str] = typer.Option([], "--set", help="Any stage setting, STAGE.FIELD=VALUE (repeatable), "
-                                                       "e.g. --set landmarks.mode=static"),
+    setting: list[str] = typer.Option([], "--set", help="Any setting, SECTION.FIELD=VALUE with SECTION a stage, "
+                                                       "source or runner (repeatable), e.g. --set landmarks.mode=static"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config; options given here win."),
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option of the store, KEY=VALUE."),
 ) -> None:
@@ -119,48 +141,42 @@ def preprocess(
     whole head, placed from face detections), matting (alpha), landmarks (2D, 68 + detector's set),
     fitting (head pose, scale, 3D landmarks; morphable model parameters), crops (face crops, face masks),
     synthesis (the frame's expression on other identities)."""
-    from datasets.names import InvalidNameError
-    from datasets.store import StoreError
     from pipeline.config import PreprocessConfig, apply_overrides, apply_settings, load_toml
     from pipeline.console import RichReporter, print_summary
-    from pipeline.runner import PlanError, RefusedError, preprocess as run_preprocess
+    from pipeline.runner import preprocess as run_preprocess
 
-    try:
-        cfg = load_toml(str(config)) if config else PreprocessConfig()
-        cfg.source.dataset = dataset
-        cfg.store = store or cfg.store or f"stores/{dataset}.zarr"
-        cfg.stages = [s.strip() for s in stages.split(",") if s.strip()] if stages else cfg.stages
-        cfg.storage_options.update(_storage_options(storage_option))
-        apply_overrides(cfg.source, root=root, focal=focal, subject=subject,
-                        include=list(include) or None, exclude=list(exclude) or None)
-        apply_overrides(cfg.runner, workers=workers, scheduler=scheduler, retries=retries,
-                        recompute=recompute or None, strict=strict or None)
-        apply_overrides(cfg.stage_config("framing"), mode=crop, follow=follow_head or None)
-        apply_overrides(cfg.stage_config("ingest"), resolution=resolution, jpeg_quality=jpeg_quality,
-                        frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
-        apply_overrides(cfg.stage_config("matting"), backend=matting)
-        apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
-        apply_overrides(cfg.stage_config("fitting"), backend=fit, model_path=model, landmarks_path=model_landmarks,
-                        device=device)
-        apply_overrides(cfg.stage_config("crops"), kind=crop_kind)
-        apply_overrides(cfg.stage_config("synthesis"), backend=synthesis, liveportrait_dir=liveportrait_dir,
-                        source_store=synth_source, images=synth_images, device=device)
-        apply_settings(cfg, list(setting))
-    except (ValueError, OSError) as e:
-        _fail(str(e))
+    # defaults < TOML < these options < --set
+    cfg = load_toml(str(config)) if config else PreprocessConfig()
+    cfg.source.dataset = dataset
+    cfg.store = store or cfg.store or f"stores/{dataset}.zarr"
+    cfg.stages = [s.strip() for s in stages.split(",") if s.strip()] if stages else cfg.stages
+    cfg.storage_options.update(_storage_options(storage_option))
+    apply_overrides(cfg.source, root=root, focal=focal, subject=subject,
+                    include=list(include) or None, exclude=list(exclude) or None)
+    apply_overrides(cfg.runner, workers=workers, scheduler=scheduler, retries=retries,
+                    recompute=recompute or None, strict=strict or None)
+    apply_overrides(cfg.stage_config("framing"), mode=crop, follow=follow_head or None)
+    apply_overrides(cfg.stage_config("ingest"), resolution=resolution, jpeg_quality=jpeg_quality,
+                    frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
+    apply_overrides(cfg.stage_config("matting"), backend=matting)
+    apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
+    apply_overrides(cfg.stage_config("fitting"), backend=fit, model_path=model, landmarks_path=model_landmarks,
+                    device=device)
+    apply_overrides(cfg.stage_config("crops"), kind=crop_kind)
+    apply_overrides(cfg.stage_config("synthesis"), backend=synthesis, liveportrait_dir=liveportrait_dir,
+                    source_store=synth_source, images=synth_images, device=device)
+    apply_settings(cfg, list(setting))
     try:
         with RichReporter(console) as reporter:
             summary = run_preprocess(cfg, reporter)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished blocks are kept; rerun the same command to resume")
         raise typer.Exit(130)
-    except (RefusedError, PlanError, StoreError, InvalidNameError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
     print_summary(console, summary, cfg.store)
     raise typer.Exit(summary.exit_code(cfg.runner.strict))
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py info stores/nersemble.zarr
@@ -175,21 +191,18 @@ def info(
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
 ) -> None:
     """What a store holds: clips, arrays, finished blocks per stage, provenance."""
-    from datasets.store import Store, StoreError
+    from datasets.store import Store
     from pipeline.console import print_info
     from pipeline.store_info import describe_store
 
-    try:
-        data = describe_store(Store(store, _storage_options(storage_option), mode="r"), clip)
-    except StoreError as e:
-        _fail(str(e))
+    data = describe_store(Store(store, _storage_options(storage_option), mode="r"), clip)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
     else:
-        print_info(Console(), data, verbose)
+        print_info(_stdout(), data, verbose)
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py report stores/nersemble.zarr
@@ -205,21 +218,18 @@ def report(
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
 ) -> None:
     """The failure ledger: every item (clip, frame, view) a stage could not process, and why."""
-    from datasets.store import Store, StoreError
+    from datasets.store import Store
     from pipeline.console import print_ledger
     from pipeline.store_info import ledger_rows
 
-    try:
-        rows = ledger_rows(Store(store, _storage_options(storage_option), mode="r"), stage, clip)
-    except StoreError as e:
-        _fail(str(e))
+    rows = ledger_rows(Store(store, _storage_options(storage_option), mode="r"), stage, clip)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
     else:
-        print_ledger(Console(), rows, limit)
+        print_ledger(_stdout(), rows, limit)
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py inspect stores/demo.zarr
@@ -236,20 +246,18 @@ def inspect(
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
 ) -> None:
     """Contact sheets per clip: views with the matte and landmarks, face crops and non-face images."""
-    from datasets.store import Store, StoreError
+    from datasets.config import parse_value
+    from datasets.store import Store
     from pipeline.inspect_sheet import write_sheets
 
-    try:
-        chosen = [int(v) for v in views.split(",")] if "," in views else int(views)
-        paths = write_sheets(Store(store, _storage_options(storage_option), mode="r"), str(out), clip, frames,
-                             chosen, cell)
-    except (StoreError, ValueError) as e:
-        _fail(str(e))
+    chosen = parse_value(views, list[int], "--views") if "," in views else parse_value(views, int, "--views")
+    paths = write_sheets(Store(store, _storage_options(storage_option), mode="r"), str(out), clip, frames, chosen,
+                         cell)
     for path in paths:
         console.print(f"wrote {path}")
 
 
-@app.command("synth-data", epilog="""
+@command("synth-data", epilog="""
 **Examples**
 
     python cli.py synth-data data/demo
@@ -279,21 +287,18 @@ def synth_data(
 
     if kind not in ("heads", "markers"):
         _fail(f"--kind must be heads or markers, got {kind!r}")
-    try:
-        with atomic_folder(str(out), overwrite) as tmp, Progress(console=console) as bar:
-            task = bar.add_task("rendering frames (16 views each)", total=participants * sequences * frames)
-            if kind == "heads":
-                cfg = SynthConfig(participants, sequences, frames, width, height, seed)
-                write_synthetic_capture(tmp, cfg, progress=lambda done, total: bar.update(task, completed=done))
-            else:
-                write_marker_capture(tmp, participants, sequences, frames, width, height, seed=seed)
-                bar.update(task, completed=participants * sequences * frames)
-    except FileExistsError as e:
-        _fail(str(e))
+    with atomic_folder(str(out), overwrite) as tmp, Progress(console=console) as bar:
+        task = bar.add_task("rendering frames (16 views each)", total=participants * sequences * frames)
+        if kind == "heads":
+            cfg = SynthConfig(participants, sequences, frames, width, height, seed)
+            write_synthetic_capture(tmp, cfg, progress=lambda done, total: bar.update(task, completed=done))
+        else:
+            write_marker_capture(tmp, participants, sequences, frames, width, height, seed=seed)
+            bar.update(task, completed=participants * sequences * frames)
     console.print(f"wrote {out}")
 
 
-@app.command("build-shards", epilog="""
+@command("build-shards", epilog="""
 **Examples**
 
     python cli.py build-shards stores/demo.zarr --out shards/demo --holdout-views 2 --shard-rows 8
@@ -323,20 +328,16 @@ def build_shards(
     subject, shuffles globally and writes sample-major Zarr v3 shards with a manifest of sha256 digests."""
     from rich.progress import Progress
 
-    from datasets.shards.build import BuildOptions, ShardBuildError, build_shards as run_build
-    from datasets.shards.select import SelectionError
-    from datasets.store import StoreError
+    from datasets.shards.build import BuildOptions
+    from datasets.shards.build import build_shards as run_build
 
-    try:
-        opts = BuildOptions(stores, out, seed=seed, shard_rows=shard_rows, val_subjects=val_subjects,
-                            holdout_views=holdout_views, holdout_frames=holdout_frames, synth=synth,
-                            frame_stride=frame_stride, threads=threads, overwrite=overwrite,
-                            storage_options=_storage_options(storage_option))
-        with Progress(console=console) as bar:
-            task = bar.add_task("writing shards", total=None)
-            result = run_build(opts, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (SelectionError, ShardBuildError, StoreError, ValueError) as e:
-        _fail(str(e))
+    opts = BuildOptions(stores, out, seed=seed, shard_rows=shard_rows, val_subjects=val_subjects,
+                        holdout_views=holdout_views, holdout_frames=holdout_frames, synth=synth,
+                        frame_stride=frame_stride, threads=threads, overwrite=overwrite,
+                        storage_options=_storage_options(storage_option))
+    with Progress(console=console) as bar:
+        task = bar.add_task("writing shards", total=None)
+        result = run_build(opts, progress=lambda done, total: bar.update(task, completed=done, total=total))
     for line in result.excluded:
         console.print(f"[yellow]skipped[/yellow] {line}")
     m = result.manifest
@@ -348,7 +349,7 @@ def build_shards(
     console.print(f"wrote {out} ({result.written} shards now, {result.skipped} from before)")
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py verify shards/demo
@@ -363,16 +364,12 @@ def verify(
     """Recompute the digest of every shard object; report missing and corrupt ones (exit 1 on any)."""
     from rich.progress import Progress
 
-    from datasets.shards.manifest import ManifestError
     from datasets.shards.verify import verify_shards
 
-    try:
-        with Progress(console=console) as bar:
-            task = bar.add_task("checking objects", total=None)
-            report = verify_shards(shards, _storage_options(storage_option), threads,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except ManifestError as e:
-        _fail(str(e))
+    with Progress(console=console) as bar:
+        task = bar.add_task("checking objects", total=None)
+        report = verify_shards(shards, _storage_options(storage_option), threads,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     for problem in report.problems:
         console.print(f"[red]{problem}[/red]")
     size = report.bytes / 2**20
@@ -384,7 +381,7 @@ def verify(
     raise typer.Exit(1)
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py train shards/demo --stage guiding --preset tiny --out runs/demo-guiding --minutes 5
@@ -416,7 +413,8 @@ def train(
     steps: Optional[int] = typer.Option(None, help="Optimiser steps in all (default 2000)."),
     minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes of training in this run."),
     config: Optional[str] = typer.Option(None, help="TOML file with [train] and [model] tables."),
-    set_: list[str] = typer.Option([], "--set", help="Model config override, FIELD=VALUE (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Setting, model.FIELD=VALUE or train.FIELD=VALUE (bare FIELD: "
+                                   "model), repeatable; applied after --config and the options."),
     seed: Optional[int] = typer.Option(None, help="Seed of initialisation and sample order (default 0)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     eval_every: Optional[int] = typer.Option(None, help="Steps between held-out evaluations."),
@@ -432,21 +430,18 @@ def train(
     render and refine U-Net (GPHMv2 stage 1). Stage `gaussian`: 3D Gaussians on the stage-1 mean mesh with
     the inherited networks, splatted to 32 channels (gsplat on CUDA, pure PyTorch on CPU), then the refine
     U-Net (GPHMv2 stage 2). Writes checkpoint.pt, tensorboard/ and previews/ under --out."""
-    from model.train.cli_run import TrainRunError, run_training
+    from model.train.cli_run import run_training
 
     cli_values = {"shards": shards, "out": out, "preset": preset, "init": init, "steps": steps, "minutes": minutes,
                   "seed": seed,
                   "device": device, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
                   "image_every": image_every, "num_workers": num_workers, "threads": threads}
-    try:
-        run_training(stage, {k: v for k, v in cli_values.items() if v is not None}, config, set_,
-                     _storage_options(storage_option), console)
-    except TrainRunError as e:
-        _fail(str(e))
+    run_training(stage, {k: v for k, v in cli_values.items() if v is not None}, config, set_,
+                 _storage_options(storage_option), console)
 
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py evaluate runs/demo-guiding runs/demo-gaussian        # stage 1 and stage 2, same views
@@ -467,7 +462,6 @@ def evaluate(
 
     from rich.table import Table
 
-    from model.train.checkpoint import CheckpointError
     from model.train.evaluation import evaluate_checkpoint
 
     table = Table("stage", "step", "PSNR (dB)", "SSIM", "mask IoU", "views", "run")
@@ -476,7 +470,7 @@ def evaluate(
     for run in runs:
         try:
             m = evaluate_checkpoint(run, shards, frames, device, _storage_options(storage_option))
-        except (CheckpointError, ValueError, FileNotFoundError) as e:
+        except UserError as e:
             _fail(f"{run}: {e}")
         results[run] = m
         where = "held-out" if m["heldout"] else "training"
@@ -488,7 +482,7 @@ def evaluate(
             json.dump(results, f, indent=2)
 
 
-@app.command(epilog="""
+@command(epilog="""
 **Examples**
 
     python cli.py render runs/demo-gaussian --turntable renders/turntable.gif
@@ -521,32 +515,31 @@ def render(
 ) -> None:
     """Render a trained Gaussian head model: a turntable (GIF or MP4), an identity x expression grid (random
     or given codes, GPHMv2 Fig. 5) and expression transfer driven by another clip's face crops."""
-    from model.showcase.run import RenderError, Showcase
-    from model.train.checkpoint import CheckpointError
+    from model.showcase.run import Showcase
 
     if not (turntable or grid or transfer):
         _fail("nothing to render: give --turntable, --grid and/or --transfer")
     if transfer and not driver:
         _fail("--transfer needs --driver CLIP")
 
-    def listed(value: str) -> tuple[list[str] | None, int]:
+    from datasets.config import parse_value
+
+    def listed(value: str, option: str) -> tuple[list[str] | None, int]:
         if value.startswith("random:"):
-            return None, int(value.split(":", 1)[1])
+            return None, parse_value(value.split(":", 1)[1], int, f"{option} random:N")
         return [v.strip() for v in value.split(",") if v.strip()], 0
 
-    try:
-        show = Showcase(run, shards, device, size, _storage_options(storage_option))
-        with console.status("rendering"):
-            if turntable:
-                console.print(f"turntable: {show.turntable(turntable, subject, frames, fps)}")
-            if grid:
-                ids, n_ids = listed(identities)
-                exps, n_exps = listed(expressions)
-                console.print(f"grid: {show.grid(grid, ids, n_ids, exps, n_exps, seed)}")
-            if transfer:
-                console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
-    except (RenderError, CheckpointError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    ids, n_ids = listed(identities, "--identities")  # bad values fail before the run is loaded
+    exps, n_exps = listed(expressions, "--expressions")
+    show = Showcase(run, shards, device, size, _storage_options(storage_option))
+    with console.status("rendering"):
+        if turntable:
+            console.print(f"turntable: {show.turntable(turntable, subject, frames, fps)}")
+        if grid:
+            console.print(f"grid: {show.grid(grid, ids, n_ids, exps, n_exps, seed)}")
+        if transfer:
+            console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
+
 
 if __name__ == "__main__":
     app()

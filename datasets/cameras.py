@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from datasets.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class SquareCrop:
@@ -42,20 +44,21 @@ class SquareCrop:
         try:
             x0, y0, size = (int(v) for v in text.split(","))
         except ValueError:
-            raise ValueError(f"crop must be 'center', 'pad' or 'X0,Y0,SIZE' in source pixels, got {text!r}") from None
+            raise ConfigError(f"crop must be 'center', 'pad' or 'X0,Y0,SIZE' in source pixels, got {text!r}") from None
         if size <= 0:
-            raise ValueError(f"crop size must be positive, got {size}")
+            raise ConfigError(f"crop size must be positive, got {size}")
         return SquareCrop(x0, y0, size)
 
 
-def scale_intrinsics(K: np.ndarray, s: float) -> np.ndarray:
-    """Intrinsics of the image resized by s (pixel centres aligned, as OpenCV's resize does)."""
-    K = np.asarray(K, dtype=np.float64).copy()
-    K[0, 0] *= s
-    K[1, 1] *= s
-    K[0, 1] *= s
-    K[0, 2] = (K[0, 2] + 0.5) * s - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * s - 0.5
+def scale_intrinsics(K, s: float):
+    """K [..., 3, 3] (a numpy array, or a torch tensor) of an image -> that of the image resized by s (pixel
+    centres aligned, as OpenCV's resize does): focal lengths and skew times s, principal point
+    (c + 0.5) s - 0.5."""
+    K = K.clone() if hasattr(K, "clone") else np.asarray(K, dtype=np.float64).copy()
+    K[..., 0, 0] *= s
+    K[..., 1, 1] *= s
+    K[..., 0, 1] *= s
+    K[..., :2, 2] = (K[..., :2, 2] + 0.5) * s - 0.5
     return K
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+from datasets.errors import UserError
+
 # Letters, digits and _ + = - . ; no leading dot, no separators, at most 128 characters.
 # YouTube ids (VFHQ) may start with '-' or '_'; NeRSemble sequences use '+' (EMO-1-shout+laugh).
 _NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]{0,127}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
 
 
-class InvalidNameError(ValueError):
+class InvalidNameError(UserError, ValueError):
     """A subject or sequence name that cannot safely become a path component."""
 
 
@@ -33,6 +35,11 @@ def sanitize_name(text: str, fallback: str = "clip") -> str:
 def clip_key(subject: str, sequence: str) -> str:
     """The store path of a clip group: '<subject>/<sequence>' (both validated)."""
     return f"{validate_name(subject, 'subject')}/{validate_name(sequence, 'sequence')}"
+
+
+def clip_subject(key: str) -> str:
+    """The subject of a clip key 'subject/sequence'."""
+    return split_clip_key(key)[0]
 
 
 def split_clip_key(key: str) -> tuple[str, str]:

@@ -25,17 +25,17 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
-from datasets import image_codec
+from datasets import image_codec, zarr_keys
+from datasets.errors import UserError
 from datasets.names import clip_key, split_clip_key, validate_name
+from datasets.urls import is_remote, local_path
 
 SCHEMA_VERSION = 1
 META = "_meta"
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The store is missing, from another schema version, or inconsistent with the request."""
 
 
@@ -81,15 +81,10 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
 def open_zarr_store(url: str, storage_options: dict | None = None, read_only: bool = False):
     if is_remote(url):
         return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
-    path = url[len("file://"):] if url.startswith("file://") else url
-    return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
 
 def _group_doc(attributes: dict[str, Any]) -> bytes:
@@ -104,7 +99,7 @@ class Store:
         self.storage_options = dict(storage_options or {})
         self.read_only = mode == "r"
         self.zstore = open_zarr_store(url, storage_options, read_only=self.read_only)
-        exists = sync(self.zstore.exists("zarr.json"))
+        exists = zarr_keys.exists(self.zstore, "zarr.json")
         if mode == "r" and not exists:
             raise StoreError(f"no store at {url} (expected a Zarr v3 group with zarr.json)")
         if mode == "w-" and exists:
@@ -112,7 +107,7 @@ class Store:
         if not exists:
             root = zarr.open_group(self.zstore, mode="a", zarr_format=3)
             root.attrs.update({"schema_version": SCHEMA_VERSION, "created": now_iso(), "stages": {}})
-            sync(self._set_raw(f"{META}/zarr.json", _group_doc({"description": "markers and ledger"})))
+            zarr_keys.set_bytes(self.zstore, f"{META}/zarr.json", _group_doc({"description": "markers and ledger"}))
         self.root = zarr.open_group(self.zstore, mode="r" if self.read_only else "r+", zarr_format=3)
         version = self.root.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
@@ -122,39 +117,23 @@ class Store:
             )
 
     # ------------------------------------------------------------------ raw key access
-    async def _set_raw(self, key: str, data: bytes) -> None:
-        await self.zstore.set(key, default_buffer_prototype().buffer.from_bytes(data))
-
     def _get_json(self, key: str) -> dict | None:
-        buf = sync(self.zstore.get(key, prototype=default_buffer_prototype()))
-        if buf is None:
-            return None
-        try:
-            return json.loads(buf.to_bytes())
-        except (ValueError, UnicodeDecodeError):
-            return None  # a write cut short by a crash: treated as absent
+        return zarr_keys.get_json(self.zstore, key)
 
     def _list_dir(self, prefix: str) -> list[str]:
-        async def collect() -> list[str]:
-            return [name async for name in self.zstore.list_dir(prefix)]
-
-        try:
-            return sorted(sync(collect()))
-        except FileNotFoundError:
-            return []
+        return zarr_keys.list_dir(self.zstore, prefix)
 
     def _ensure_groups(self, path: str) -> None:
         """Create zarr.json for every group on `path` that lacks one (driver side)."""
         parts = path.strip("/").split("/")
         for i in range(1, len(parts) + 1):
-            key = "/".join(parts[:i]) + "/zarr.json"
-            sync(self.zstore.set_if_not_exists(key, default_buffer_prototype().buffer.from_bytes(_group_doc({}))))
+            zarr_keys.set_bytes(self.zstore, "/".join(parts[:i]) + "/zarr.json", _group_doc({}), if_absent=True)
 
     def _write_group_attrs(self, path: str, attributes: dict[str, Any]) -> None:
-        sync(self._set_raw(f"{path}/zarr.json", _group_doc(attributes)))
+        zarr_keys.set_bytes(self.zstore, f"{path}/zarr.json", _group_doc(attributes))
 
     def _delete(self, key: str) -> None:
-        sync(self.zstore.delete(key))
+        zarr_keys.delete(self.zstore, key)
 
     # ------------------------------------------------------------------ root attributes
     @property

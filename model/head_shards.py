@@ -1,4 +1,5 @@
-"""For tests and benchmarks: a small shard set of rendered heads: make_store's layout (datasets/capture/coloured_store.py) with the images,
+"""For tests and benchmarks: a small shard set of rendered heads: make_store's layout
+(datasets/capture/coloured_store.py) with the images,
 mattes, cameras and fits replaced by a real geometry, so a trainer sees consistent data. Each subject is
 an ellipsoid head on a neck (size varies by subject), coloured by position, turning a little per frame;
 the fitted pose, scale and 3D landmarks (the landmark template, posed) are exact."""

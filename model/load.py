@@ -11,14 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
+from datasets.config import override
 from model.gaussian.config import GaussianConfig
 from model.gaussian.init import POINT_TENSORS
 from model.gaussian.model import GaussianModel
 from model.guiding.canonical import CanonicalFrame
-from model.guiding.config import GuidingConfig, override
+from model.guiding.config import GuidingConfig
 from model.guiding.model import GuidingModel
-from model.guiding.motion import FrameTable
 from model.train import checkpoint
+from model.train.frames import FrameTable
 
 
 @dataclass
@@ -68,6 +69,6 @@ def frame_table(trained: Trained, manifest) -> FrameTable:
     """The per-frame table of the shard set, checked against the model's (same clips, same frame count)."""
     frames = FrameTable(manifest.doc["clips"])
     if len(frames) != int(trained.payload["identity"]["frames"]):
-        raise ValueError(f"the shard set has {len(frames)} frames but {trained.path} was trained on "
+        raise checkpoint.CheckpointError(f"the shard set has {len(frames)} frames but {trained.path} was trained on "
                          f"{trained.payload['identity']['frames']}: evaluate on the shard set it was trained on")
     return frames

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 
 def psnr(image: Tensor, target: Tensor) -> Tensor:
-    """[B] PSNR in dB of images [B, 3, H, W] in [0, 1] (same definition as model.guiding.losses.psnr)."""
+    """[B] PSNR in dB of images [B, 3, H, W] in [0, 1] (the image clamped to [0, 1])."""
     mse = ((image.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
     return -10 * torch.log10(mse.clamp_min(1e-10))
 

@@ -1,17 +1,22 @@
-"""Configuration of a preprocessing run: one dataclass per component, TOML file + CLI overrides.
+"""Configuration of a preprocessing run: one dataclass per component, TOML file + CLI overrides, through
+the one mechanism of datasets/config.py.
 
+    store, storage_options, stages   top-level TOML keys (stages: the list of stages to run)
     [source]            dataset kind, raw root, sequence patterns, focal of monocular clips
     [runner]            workers / scheduler, retries, recompute, strict
-    [stages.<name>]     each stage's own config dataclass (e.g. [stages.ingest] resolution = 512)
+    [<stage>]           each stage's own config dataclass (e.g. [ingest] resolution = 512)
+
+`--set SECTION.FIELD=VALUE` reaches the same sections by the same names (source, runner, a stage's name).
+A file without a top-level stage list may also write stage tables as [stages.<name>].
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets.config import apply_assignments, apply_tables, read_toml, update
+from datasets.errors import ConfigError
 from datasets.raw import DEFAULT_FOCAL
 from pipeline.stage import load_stages
 
@@ -51,71 +56,45 @@ class PreprocessConfig:
             self.stage_configs[name] = load_stages()[name].config_class()
         return self.stage_configs[name]
 
+    def section(self, name: str) -> Any | None:
+        """The config of a `--set`/TOML section: source, runner or a stage's name (None: no such)."""
+        if name in ("source", "runner"):
+            return getattr(self, name)
+        return self.stage_config(name) if name in load_stages() else None
 
-def _update(obj: Any, values: dict[str, Any], where: str) -> None:
-    names = {f.name for f in dataclasses.fields(obj)}
-    for key, value in values.items():
-        if key not in names:
-            raise ValueError(f"unknown setting {where}.{key}; known: {', '.join(sorted(names))}")
-        setattr(obj, key, value)
-    if hasattr(obj, "__post_init__"):
-        obj.__post_init__()
+    @staticmethod
+    def section_names() -> list[str]:
+        return ["source", "runner", *load_stages()]
 
 
 def load_toml(path: str, cfg: PreprocessConfig | None = None) -> PreprocessConfig:
-    """Read a TOML config into `cfg` (a new default config when None)."""
+    """Read a TOML config into `cfg` (a new default config when None): top-level store, storage_options
+    and stages (a list), then the [source], [runner] and [<stage>] tables."""
     cfg = cfg or PreprocessConfig()
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    for key in ("store", "storage_options", "stages"):
-        if key in data:
-            setattr(cfg, key, data.pop(key))
-    if "source" in data:
-        _update(cfg.source, data.pop("source"), "source")
-    if "runner" in data:
-        _update(cfg.runner, data.pop("runner"), "runner")
-    for name, values in data.pop("stages", {}).items():
-        if name not in load_stages():
-            raise ValueError(f"unknown stage [stages.{name}] in {path}; known: {', '.join(load_stages())}")
-        _update(cfg.stage_config(name), values, f"stages.{name}")
+    data = read_toml(path)
+    stage_tables = data.pop("stages") if isinstance(data.get("stages"), dict) else {}
+    top = {key: data.pop(key) for key in ("store", "storage_options", "stages") if key in data}
+    if top:
+        update(cfg, top, path)
+    for name in list(data):
+        if isinstance(data[name], dict) and name in load_stages():
+            stage_tables[name] = data.pop(name)
+    tables = {name: data.pop(name) for name in ("source", "runner") if name in data}
     if data:
-        raise ValueError(f"unknown section(s) in {path}: {', '.join(data)}")
+        raise ConfigError(f"{path}: unknown entries {', '.join(data)}; it takes store, storage_options, stages, "
+                          f"[source], [runner] and a table per stage ({', '.join(load_stages())})")
+    apply_tables(tables, cfg.section, ["source", "runner"], path)
+    apply_tables(stage_tables, lambda name: cfg.stage_config(name) if name in load_stages() else None,
+                 list(load_stages()), path)
     return cfg
 
 
 def apply_overrides(obj: Any, **values: Any) -> None:
     """Set the fields given (None means: leave as is) and re-validate."""
-    _update(obj, {k: v for k, v in values.items() if v is not None}, type(obj).__name__)
-
-
-def parse_value(text: str, current: Any) -> Any:
-    """A CLI string as the type of the field's current value (bool, int, float, list or str)."""
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true or false, got {text!r}")
-    if isinstance(current, int):
-        return int(text)
-    if isinstance(current, float):
-        return float(text)
-    if isinstance(current, list):
-        return [t for t in text.split(",") if t]
-    return text
+    update(obj, {k: v for k, v in values.items() if v is not None}, type(obj).__name__)
 
 
 def apply_settings(cfg: PreprocessConfig, settings: list[str]) -> None:
-    """`stage.field=value` overrides (e.g. landmarks.mode=static, matting.backend=rembg)."""
-    for item in settings:
-        key, sep, value = item.partition("=")
-        stage, dot, field_name = key.partition(".")
-        if not sep or not dot:
-            raise ValueError(f"--set takes STAGE.FIELD=VALUE, got {item!r}")
-        if stage not in load_stages():
-            raise ValueError(f"--set {item}: unknown stage {stage!r}; known: {', '.join(load_stages())}")
-        target = cfg.stage_config(stage)
-        if field_name not in {f.name for f in dataclasses.fields(target)}:
-            names = ", ".join(f.name for f in dataclasses.fields(target))
-            raise ValueError(f"--set {item}: {stage} has no setting {field_name!r}; it has: {names}")
-        _update(target, {field_name: parse_value(value, getattr(target, field_name))}, stage)
+    """`SECTION.FIELD=VALUE` assignments: a stage's setting (landmarks.mode=static, matting.backend=rembg),
+    or the source's and runner's (runner.retries=0)."""
+    apply_assignments(settings, cfg.section, cfg.section_names())

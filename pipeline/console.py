@@ -57,7 +57,7 @@ def print_summary(console: Console, summary: RunSummary, store_url: str) -> None
     for name, s in summary.stages.items():
         table.add_row(name, str(s.blocks), str(s.already_done), str(s.done), str(s.failed),
                       str(s.skipped_upstream), str(s.skipped), str(s.blocked), str(s.items))
-    console.print(table, width=max(console.width, 96))  # (a pipe's 80 columns would cut the headers)
+    console.print(table)
     for item in summary.skips[:10]:
         console.print(escape(f"{item.stage} {item.clip}: {item.reason}"))
     if len(summary.skips) > 10:
@@ -108,11 +108,12 @@ def print_info(console: Console, info: dict[str, Any], verbose: bool = False) ->
         shown = info["clips"] if verbose else info["clips"][:1]
         for c in shown:
             arrays = Table(title=f"arrays of {c['clip']}" + ("" if verbose else " (all clips alike; -v for each)"))
-            for col in ("array", "shape", "dtype", "chunk", "shard", "codec"):
-                arrays.add_column(col)
+            for col in ("array", "shape", "dtype", "chunk", "shard", "codec", "stage", "what"):
+                arrays.add_column(col, overflow="fold")
             for name, a in c["arrays"].items():
                 arrays.add_row(name, str(tuple(a["shape"])), a["dtype"], str(tuple(a["chunks"])),
-                               str(tuple(a["shards"])) if a["shards"] else "-", a["codec"])
+                               str(tuple(a["shards"])) if a["shards"] else "-", a["codec"], a.get("stage", ""),
+                               a.get("doc", ""))
             console.print(arrays)
     console.print(f"ledger: {info['ledger_items']} failed item(s)")
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.errors import ConfigError
+from datasets.schema import ensure_store_array
 from datasets.store import Store
 from pipeline.backends.face_align import face_mask, face_transform, head_transform, warp
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
@@ -31,7 +33,7 @@ class CropsConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in ("face", "head"):
-            raise ValueError(f"crop kind must be face or head, got {self.kind!r}")
+            raise ConfigError(f"crop kind must be face or head, got {self.kind!r}")
 
 
 @register
@@ -46,11 +48,9 @@ class CropsStage(Stage):
         group = store.clip(layout.key)
         T, V, B, S = layout.n_frames, len(layout.views), layout.block_frames, self.config.size
         R = group["rgb"].shape[2]
-        store.ensure_frame_array(group, "face_crop", (T, V, S, S, 3), "uint8", B, image_format="jpeg",
-                                 jpeg_quality=self.config.jpeg_quality)
-        store.ensure_frame_array(group, "crop_transform", (T, V, 2, 3), "float32", B)
-        store.ensure_frame_array(group, "face_mask", (T, V, R, R), "uint8", B, image_format="png")
-        store.ensure_frame_array(group, "crop_ok", (T, V), "bool", B)
+        for name in self.products:
+            ensure_store_array(store, group, name, {"T": T, "V": V, "C": S, "R": R}, B,
+                               jpeg_quality=self.config.jpeg_quality)
         group["face_crop"].attrs["kind"] = self.config.kind
 
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:

@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.errors import ConfigError
+from datasets.names import clip_subject
+from datasets.schema import ensure_store_array
 from datasets.store import LedgerItem, Store
+from datasets.weights import MORPHABLE_LANDMARK_VARIABLES, MORPHABLE_MODEL_VARIABLES
 from model.fitting.geometry import to_matrix
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
 BACKENDS = ("triangulate", "bfm2009", "bfm2017", "flame")
-MODEL_VARIABLES = {"bfm2009": "HEADFORGE_BFM2009", "bfm2017": "HEADFORGE_BFM2017", "flame": "HEADFORGE_FLAME"}
-LANDMARK_VARIABLES = {"bfm2017": "HEADFORGE_BFM2017_LANDMARKS", "flame": "HEADFORGE_FLAME_LANDMARKS"}
 
 
 @dataclass
@@ -66,16 +68,16 @@ class FittingConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"fitting backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"fitting backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.monocular not in ("mesh", "template"):
-            raise ValueError(f"fitting.monocular must be mesh or template, got {self.monocular!r}")
+            raise ConfigError(f"fitting.monocular must be mesh or template, got {self.monocular!r}")
         if self.smooth_pose < 0 or self.smooth_expression < 0:
-            raise ValueError("fitting.smooth_pose and smooth_expression must not be negative")
+            raise ConfigError("fitting.smooth_pose and smooth_expression must not be negative")
         # the file actually used is part of the config (and so of the fingerprint), not the variable
-        if self.backend in MODEL_VARIABLES and not self.model_path:
-            self.model_path = os.environ.get(MODEL_VARIABLES[self.backend], "")
-        if self.backend in LANDMARK_VARIABLES and not self.landmarks_path:
-            self.landmarks_path = os.environ.get(LANDMARK_VARIABLES[self.backend], "")
+        if self.backend in MORPHABLE_MODEL_VARIABLES and not self.model_path:
+            self.model_path = os.environ.get(MORPHABLE_MODEL_VARIABLES[self.backend], "")
+        if self.backend in MORPHABLE_LANDMARK_VARIABLES and not self.landmarks_path:
+            self.landmarks_path = os.environ.get(MORPHABLE_LANDMARK_VARIABLES[self.backend], "")
 
     def settings(self):
         from model.fitting.model_fit import FitSettings
@@ -187,8 +189,8 @@ class FittingStage(Stage):
                                     n_id=cfg.n_id or None, n_exp=cfg.n_exp or None, device=cfg.device)
 
     def plan_work(self, store: Store, key: str, keys: list[str]) -> tuple[str, ...]:
-        subject = key.split("/")[0]
-        return tuple(sorted(k for k in keys if k.split("/")[0] == subject))
+        subject = clip_subject(key)
+        return tuple(sorted(k for k in keys if clip_subject(k) == subject))
 
     def clip_identity(self, work) -> tuple[str, ...] | None:
         return work  # the subject's clips: a new one changes what the subject shares
@@ -197,29 +199,24 @@ class FittingStage(Stage):
         group = store.clip(layout.key)
         fit = group.require_group("fit")
         T, V, B = layout.n_frames, len(layout.views), layout.block_frames
-        store.ensure_frame_array(group, "fit/pose", (T, 4, 4), "float32", B)
-        store.ensure_frame_array(group, "fit/scale", (T,), "float32", B)
-        store.ensure_frame_array(group, "fit/lmk3d", (T, 68, 3), "float32", B)
-        store.ensure_frame_array(group, "fit/residual", (T, V), "float32", B)
-        store.ensure_frame_array(group, "fit/ok", (T,), "bool", B)
+        sizes = {"T": T, "V": V}
         attrs = {"backend": self.config.backend,
                  "convention": "world = scale * R @ x + t with [R t] = pose; x in the head frame (triangulate: "
                                "metres of the template, x to the subject's left, y up, z out of the face) or "
                                "model units (model backends)"}
         # arrays of another backend go; this backend's stay when they fit (finished blocks keep their data)
         if self.config.backend == "triangulate":
-            wanted = {"reference": (68, 3)}
+            wanted = ("fit/reference",)
         else:
             model = self.model()
-            store.ensure_frame_array(group, "fit/expression", (T, model.n_exp), "float32", B)
-            wanted = {"expression": (T, model.n_exp), "identity": (model.n_id,)}
+            sizes.update(E=model.n_exp, I=model.n_id)
+            wanted = ("fit/expression", "fit/identity")
             attrs["model"] = model.describe()
-        for name in ("expression", "identity", "reference"):
-            if name in fit and (name not in wanted or fit[name].shape != wanted[name]):
-                del fit[name]
-        for name in ("identity", "reference"):
-            if name in wanted and name not in fit:
-                fit.create_array(name, shape=wanted[name], dtype="float32", fill_value=0)
+        for name in ("fit/expression", "fit/identity", "fit/reference"):
+            if name not in wanted and name.split("/")[1] in fit:
+                del fit[name.split("/")[1]]
+        for name in ("fit/pose", "fit/scale", "fit/lmk3d", "fit/residual", "fit/ok", *wanted):
+            ensure_store_array(store, group, name, sizes, B)
         fit.attrs.update(attrs)
 
     # ------------------------------------------------------------------ worker side

@@ -34,8 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.cameras import SquareCrop
+from datasets.errors import ConfigError
 from datasets.raw.base import ClipSpec, ViewSpec
 from datasets.raw.sources import FrameError, iter_frames, sample_frames
+from datasets.schema import ensure_store_array
 from datasets.store import Store
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
@@ -65,7 +67,7 @@ class FramingConfig:
         if self.mode == "centre":
             self.mode = "center"
         if self.head_scale <= 0 or self.detect_every < 1 or self.detect_size < 32 or self.sample_frames < 1:
-            raise ValueError("framing: head_scale must be positive, detect_every and sample_frames at least 1, "
+            raise ConfigError("framing: head_scale must be positive, detect_every and sample_frames at least 1, "
                              "detect_size at least 32")
 
 
@@ -115,9 +117,8 @@ class FramingStage(Stage):
         group = store.create_clip(work.subject, work.sequence, clip_attributes(work, layout))
         T, V, B = layout.n_frames, len(layout.views), layout.block_frames
         group.require_group("framing")
-        store.ensure_frame_array(group, "framing/crop", (T, V, 3), "int32", B)
-        store.ensure_frame_array(group, "framing/face_box", (T, V, 5), "float32", B)
-        store.ensure_view_array(group, "framing/placement", (V,), "int8")
+        for name in ("framing/crop", "framing/face_box", "framing/placement"):
+            ensure_store_array(store, group, name, {"T": T, "V": V}, B)
         group["framing/placement"].attrs["codes"] = {str(k): v for k, v in PLACEMENT.items()}
         group["framing"].attrs.update({"mode": resolved_mode(self.config.mode, V),
                                        "follow": bool(self.config.follow and V == 1),

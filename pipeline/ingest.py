@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 
 from datasets.cameras import SquareCrop, crop_resize_image, crop_resize_intrinsics
+from datasets.errors import ConfigError
 from datasets.raw.base import ClipSpec
 from datasets.raw.sources import FrameError, iter_frames, read_image
+from datasets.schema import ensure_store_array
 from datasets.store import LedgerItem, Store
 from pipeline.framing import clip_attributes, raw_identity
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
@@ -35,11 +37,11 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         if self.resolution < 16:
-            raise ValueError(f"resolution must be at least 16 pixels, got {self.resolution}")
+            raise ConfigError(f"resolution must be at least 16 pixels, got {self.resolution}")
         if self.image_format not in ("jpeg", "png"):
-            raise ValueError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
+            raise ConfigError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
         if self.frame_stride < 1 or self.block_frames < 1:
-            raise ValueError("frame_stride and block_frames must be at least 1")
+            raise ConfigError("frame_stride and block_frames must be at least 1")
 
 
 @register
@@ -59,19 +61,13 @@ class IngestStage(Stage):
         cfg = self.config
         R, T, V, B = cfg.resolution, layout.n_frames, len(layout.views), layout.block_frames
         group = store.create_clip(work.subject, work.sequence, {**clip_attributes(work, layout), "resolution": R})
-        store.ensure_frame_array(group, "rgb", (T, V, R, R, 3), "uint8", B,
-                                 image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality)
-        store.ensure_frame_array(group, "rgb_ok", (T, V), "bool", B)
         cams = group.require_group("cameras")
-        store.ensure_frame_array(group, "cameras/K_frames", (T, V, 3, 3), "float32", B)
-        store.ensure_view_array(group, "background", (V, R, R, 3), "uint8", image_format=cfg.image_format,
-                                jpeg_quality=cfg.jpeg_quality)
-        store.ensure_view_array(group, "background_ok", (V,), "bool")
-        E = np.stack([v.world_to_cam_array for v in work.views]).astype(np.float32)
-        if "world_to_cam" in cams:
-            del cams["world_to_cam"]
-        cams.create_array("world_to_cam", data=E, chunks=E.shape)
-        store.ensure_view_array(cams, "K", (V, 3, 3), "float32")  # written with block 0 (it needs the framing)
+        sizes = {"T": T, "V": V, "R": R}
+        for name in ("rgb", "rgb_ok", "cameras/K_frames", "background", "background_ok", "cameras/world_to_cam",
+                     "cameras/K"):  # (cameras/K is written with block 0: it needs the framing)
+            ensure_store_array(store, group, name, sizes, B, image_format=cfg.image_format,
+                               jpeg_quality=cfg.jpeg_quality)
+        group["cameras/world_to_cam"][...] = np.stack([v.world_to_cam_array for v in work.views])
         cams.attrs.update({"convention": "OpenCV world-to-camera; pixel centres at integer coordinates",
                            "image_size": [R, R], "views": list(layout.views)})
 

@@ -12,6 +12,8 @@ import os
 import cv2
 import numpy as np
 
+from datasets.image_grid import labelled_grid
+from datasets.names import clip_subject
 from datasets.non_face import non_face_image
 from datasets.store import Store
 
@@ -124,7 +126,7 @@ def synth_pairs(store: Store, g, t: int, cell: int, stores: dict) -> list[tuple[
         url, key = pool[p]
         source_store = store if not url else stores.setdefault(url, Store(url, store.storage_options, mode="r"))
         result = np.ascontiguousarray(cv2.resize(g["synth"][t, s], (cell, cell), interpolation=cv2.INTER_AREA))
-        out.append((_label(_face_crop(source_store.clip(key), f, sv, cell), f"source {key.split('/')[0]}"),
+        out.append((_label(_face_crop(source_store.clip(key), f, sv, cell), f"source {clip_subject(key)}"),
                     _label(result, f"synth {s}")))
     return out
 
@@ -184,11 +186,7 @@ def monocular_sheet(store: Store, clip: str, frames: int = 8, cell: int = 256, c
     mesh = fit_mesh(g) if "fit" in g and "ok" in g["fit"] else None
     stores: dict = {}
     tiles = [monocular_tile(store, g, t, cell, mesh, stores) for t in _pick(T, frames)]
-    width = max(tile.shape[1] for tile in tiles)
-    tiles = [np.pad(tile, ((0, 4), (0, width - tile.shape[1] + 4), (0, 0))) for tile in tiles]
-    while len(tiles) % columns:
-        tiles.append(np.zeros_like(tiles[0]))
-    grid = np.concatenate([np.concatenate(tiles[i:i + columns], 1) for i in range(0, len(tiles), columns)], 0)
+    grid = labelled_grid([tiles[i:i + columns] for i in range(0, len(tiles), columns)], pad=4)
     header = np.full((40, grid.shape[1], 3), 30, np.uint8)
     cv2.putText(header, f"{store.url}  {clip}  ({T} frames, one camera)", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                 WHITE, 1, cv2.LINE_AA)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.errors import ConfigError
+from datasets.schema import ensure_store_array
 from datasets.store import LedgerItem, Store
 from pipeline.backends.face_result import FaceResult, box_iou
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
@@ -49,13 +51,13 @@ class LandmarksConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"landmarks backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"landmarks backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.mode not in ("auto", "tracking", "static"):
-            raise ValueError(f"landmarks mode must be auto, tracking or static, got {self.mode!r}")
+            raise ConfigError(f"landmarks mode must be auto, tracking or static, got {self.mode!r}")
         if self.select not in ("center", "largest"):
-            raise ValueError(f"face selection must be center or largest, got {self.select!r}")
+            raise ConfigError(f"face selection must be center or largest, got {self.select!r}")
         if self.fallback not in FALLBACKS:
-            raise ValueError(f"landmarks fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+            raise ConfigError(f"landmarks fallback must be one of {FALLBACKS}, got {self.fallback!r}")
 
 
 @register
@@ -94,11 +96,8 @@ class LandmarksStage(Stage):
     def prepare(self, store: Store, layout: ClipLayout, work) -> None:
         group = store.clip(layout.key)
         T, V, B = layout.n_frames, len(layout.views), layout.block_frames
-        store.ensure_frame_array(group, "lmk2d", (T, V, 68, 3), "float32", B)
-        store.ensure_frame_array(group, "lmk_full", (T, V, self.n_full(), 3), "float32", B)
-        store.ensure_frame_array(group, "face_box", (T, V, 5), "float32", B)
-        store.ensure_frame_array(group, "faces", (T, V), "int16", B)
-        store.ensure_frame_array(group, "lmk_source", (T, V), "int8", B)
+        for name in self.products:
+            ensure_store_array(store, group, name, {"T": T, "V": V, "P": self.n_full()}, B)
         group["lmk_full"].attrs["format"] = "mediapipe-478 (x, y, z pixels)" if self.n_full() == 478 else "ibug-68"
         group["lmk_source"].attrs["codes"] = {str(k): v for k, v in SOURCES.items()}
 

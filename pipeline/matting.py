@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.errors import ConfigError
+from datasets.schema import ensure_store_array
 from datasets.store import LedgerItem, Store
 from pipeline.backends.guided_filter import guided_filter
 from pipeline.backends.plate_matting import PlateMattingParams, plate_matte, to_lab
@@ -31,7 +33,7 @@ class MattingConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"matting backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"matting backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 @register
@@ -51,8 +53,8 @@ class MattingStage(Stage):
     def prepare(self, store: Store, layout: ClipLayout, work) -> None:
         group = store.clip(layout.key)
         R = group["rgb"].shape[2]
-        store.ensure_frame_array(group, "alpha", (layout.n_frames, len(layout.views), R, R), "uint8",
-                                 layout.block_frames, image_format="png")
+        ensure_store_array(store, group, "alpha", {"T": layout.n_frames, "V": len(layout.views), "R": R},
+                           layout.block_frames)
 
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
         cfg, layout, group = self.config, ctx.layout, ctx.group

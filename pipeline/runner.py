@@ -8,6 +8,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from datasets.errors import UserError
+from datasets.names import clip_subject, split_clip_key
 from datasets.provenance import package_versions
 from datasets.raw import Selection, licence_note, read_raw
 from datasets.store import LedgerItem, Store, fingerprint, now_iso
@@ -24,11 +26,11 @@ from pipeline.execute import (
 from pipeline.stage import REGISTRY, ClipLayout, Stage, dependency_order, dependents, load_stages
 
 
-class RefusedError(RuntimeError):
+class RefusedError(UserError, RuntimeError):
     """The store holds results of another config; the run would mix them. Use --recompute."""
 
 
-class PlanError(RuntimeError):
+class PlanError(UserError, RuntimeError):
     """The request cannot be planned (missing upstream stage, no clips, ...)."""
 
 
@@ -126,7 +128,22 @@ def _segments(blocks: list[int], size: int) -> list[list[int]]:
     return runs
 
 
+@dataclass
+class _PlanState:
+    """What planning found, per (stage, clip key): the stage's payload, the clip's layout, the blocks to
+    compute and those already finished, and the fingerprint a finished block's marker must carry."""
+
+    summary: RunSummary
+    fps: dict[str, str]  # stage -> the stage's fingerprint
+    works: dict[tuple[str, str], Any] = field(default_factory=dict)
+    layouts: dict[tuple[str, str], ClipLayout] = field(default_factory=dict)
+    todo: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    done: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    clip_fps: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
 def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
+    """Read the clips, find what is finished and what is stale, prepare the store, build the tasks."""
     reporter = reporter or Reporter()
     if not cfg.store:
         raise PlanError("no output store given (--store PATH_OR_URL)")
@@ -136,10 +153,31 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         stage.check()
     store = Store(cfg.store, cfg.storage_options, mode="a")
     summary = RunSummary()
+    works = _read_clips(cfg, stages, store, summary)
+    state = _PlanState(summary, _stage_fingerprints(store, stages))
+    if not works:
+        raise PlanError("no clips to process" + (f" ({len(summary.plan_items)} problems, see `cli.py report`)"
+                                                  if summary.plan_items else ""))
+    summary.clips = len(works)
+    block_frames = cfg.stage_config("ingest").block_frames
+    clip_layouts = {key: ClipLayout.from_raw(work, block_frames) if work is not None
+                    else ClipLayout.from_group(store.clip(key)) for key, work in works.items()}
+    for stage in stages:
+        _plan_stage(cfg, stage, store, works, clip_layouts, state)
+    _prepare_store(stages, store, list(works), state)
+    tasks, deps = _build_tasks(cfg, state, stages, order, store)
+    for stage in stages:
+        s = summary.stages[stage.name]
+        reporter.planned(stage.name, sum(len(t.blocks) for t in tasks if t.stage == stage.name), s.already_done)
+    return Plan(store, stages, state.fps, works, tasks, deps, summary)
+
+
+def _read_clips(cfg: PreprocessConfig, stages: list[Stage], store: Store, summary: RunSummary) -> dict[str, Any]:
+    """The clips of the run: key -> the raw ClipSpec when a stage reads the raw capture, else None (the
+    store's clips); the raw reader's problems go to the ledger."""
     src = cfg.source
     ingest_cfg = cfg.stage_config("ingest")
     selection = Selection(tuple(src.include), tuple(src.exclude), ingest_cfg.frame_stride)
-
     raw_stages = [s.name for s in stages if s.reads_raw]
     if raw_stages:
         if not src.root:
@@ -154,102 +192,85 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         if source not in sources:
             store.update_attrs(sources=sources + [source])
     else:
-        works = {k: None for k in store.clips() if selection.wants(*k.split("/"))}
-    fps = _stage_fingerprints(store, stages)
-    if not works:
-        raise PlanError("no clips to process" + (f" ({len(summary.plan_items)} problems, see `cli.py report`)"
-                                                  if summary.plan_items else ""))
-    summary.clips = len(works)
-    # every stage shares the clip's frame layout (from the raw plan, or the store)
-    clip_layouts = {key: ClipLayout.from_raw(work, ingest_cfg.block_frames) if raw_stages
-                    else ClipLayout.from_group(store.clip(key)) for key, work in works.items()}
+        works = {k: None for k in store.clips() if selection.wants(*split_clip_key(k))}
+    return works
 
-    # what is finished, what is stale
-    layouts: dict[tuple[str, str], ClipLayout] = {}
-    todo: dict[tuple[str, str], list[int]] = {}
-    done: dict[tuple[str, str], set[int]] = {}
-    clip_fps: dict[tuple[str, str], str] = {}
+
+def _plan_stage(cfg: PreprocessConfig, stage: Stage, store: Store, works: dict[str, Any],
+                clip_layouts: dict[str, ClipLayout], state: _PlanState) -> None:
+    """A stage's finished and pending blocks for every clip (recorded in `state`); clips it skips go to
+    the ledger; blocks finished under another config are refused unless --recompute."""
+    stats = state.summary.stages.setdefault(stage.name, StageSummary())
+    record = store.stage_record(stage.name)
+    skipped: dict[str, list[LedgerItem]] = {}
     stale_report: list[str] = []
-    stage_works: dict[tuple[str, str], Any] = {}
-    for stage in stages:
-        stats = summary.stages.setdefault(stage.name, StageSummary())
-        record = store.stage_record(stage.name)
-        skipped: dict[str, list[LedgerItem]] = {}
-        for key, raw_work in works.items():
-            work = raw_work if stage.reads_raw else stage.plan_work(store, key, list(works))
-            stage_works[stage.name, key] = work
-            layout = clip_layouts[key]
-            reason = stage.skip_reason(key, work)
-            if reason:
-                skipped[key] = [LedgerItem(stage.name, key, reason)]
-                layouts[stage.name, key] = layout
-                todo[stage.name, key], done[stage.name, key] = [], set()
-                stats.blocks += layout.n_blocks
-                stats.skipped += layout.n_blocks
-                continue
-            clip_fp = _clip_fingerprint(stage, fps[stage.name], work)
-            markers = store.markers(stage.name, key)
-            current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
-            # blocks an upstream stage of this run redoes must be redone here too (all of them when the
-            # stage reads the whole clip or the whole subject)
-            members = stage.scope_members(key, work)
-            for dep in stage.requires:
-                if stage.scope == "block" and REGISTRY[dep].scope == "block":
-                    current -= set(todo.get((dep, key), ()))
-                elif any(todo.get((dep, m)) for m in members):
-                    current = set()
-            stale = [b for b, m in markers.items() if m.fingerprint != clip_fp]
-            if stale:
-                stale_report.append(f"{stage.name} {key}: {len(stale)} finished block(s) under another config")
-            layouts[stage.name, key] = layout
-            clip_fps[stage.name, key] = clip_fp
-            todo[stage.name, key] = [b for b in range(layout.n_blocks) if b not in current]
-            done[stage.name, key] = current
-            stats.blocks += layout.n_blocks
-            stats.already_done += len(current)
-        if stage.name != "ingest":  # (ingest's plan ledger holds the raw reader's findings, written above)
-            store.write_plan_ledger(stage.name, {k: skipped.get(k, []) for k in works})
-        summary.skips += [i for items in skipped.values() for i in items]
-        if stale_report and not cfg.runner.recompute:
-            old = (record or {}).get("config", {})
-            raise RefusedError(
-                f"the store holds results of stage {stage.name} made with another config or from other raw data "
-                f"({_config_diff(old, stage.config_dict())}):\n  " + "\n  ".join(stale_report[:10])
-                + ("\n  ..." if len(stale_report) > 10 else "")
-                + "\nRerun with --recompute to redo them, or write to a new store."
-            )
+    for key, raw_work in works.items():
+        work = raw_work if stage.reads_raw else stage.plan_work(store, key, list(works))
+        state.works[stage.name, key] = work
+        layout = state.layouts[stage.name, key] = clip_layouts[key]
+        stats.blocks += layout.n_blocks
+        reason = stage.skip_reason(key, work)
+        if reason:
+            skipped[key] = [LedgerItem(stage.name, key, reason)]
+            state.todo[stage.name, key], state.done[stage.name, key] = [], set()
+            stats.skipped += layout.n_blocks
+            continue
+        clip_fp = state.clip_fps[stage.name, key] = _clip_fingerprint(stage, state.fps[stage.name], work)
+        markers = store.markers(stage.name, key)
+        current = {b for b, m in markers.items() if m.fingerprint == clip_fp and b < layout.n_blocks}
+        # blocks an upstream stage of this run redoes must be redone here too (all of them when the
+        # stage reads the whole clip or the whole subject, or the upstream stage is clip-wide)
+        members = stage.scope_members(key, work)
+        for dep in stage.requires:
+            if stage.scope == "block" and REGISTRY[dep].scope == "block":
+                current -= set(state.todo.get((dep, key), ()))
+            elif any(state.todo.get((dep, m)) for m in members):
+                current = set()
+        stale = [b for b, m in markers.items() if m.fingerprint != clip_fp]
+        if stale:
+            stale_report.append(f"{stage.name} {key}: {len(stale)} finished block(s) under another config")
+        state.todo[stage.name, key] = [b for b in range(layout.n_blocks) if b not in current]
+        state.done[stage.name, key] = current
+        stats.already_done += len(current)
+    if stage.name != "ingest":  # (ingest's plan ledger holds the raw reader's findings)
+        store.write_plan_ledger(stage.name, {k: skipped.get(k, []) for k in works})
+    state.summary.skips += [i for items in skipped.values() for i in items]
+    if stale_report and not cfg.runner.recompute:
+        old = (record or {}).get("config", {})
+        raise RefusedError(
+            f"the store holds results of stage {stage.name} made with another config or from other raw data "
+            f"({_config_diff(old, stage.config_dict())}):\n  " + "\n  ".join(stale_report[:10])
+            + ("\n  ..." if len(stale_report) > 10 else "")
+            + "\nRerun with --recompute to redo them, or write to a new store."
+        )
 
-    # driver-side preparation: arrays, meta groups, downstream invalidation, stage records
+
+def _prepare_store(stages: list[Stage], store: Store, keys: list[str], state: _PlanState) -> None:
+    """Driver side, before any task: the arrays and meta groups of the clips with pending blocks, the
+    markers downstream that those blocks make stale, the stage records, the software versions."""
     for stage in stages:
-        for key in works:
-            if not todo[stage.name, key]:
+        for key in keys:
+            if not state.todo[stage.name, key]:
                 continue
-            stage.prepare(store, layouts[stage.name, key], stage_works[stage.name, key])
+            stage.prepare(store, state.layouts[stage.name, key], state.works[stage.name, key])
             store.prepare_meta(stage.name, key)
             for downstream in dependents(stage.name):
                 scope = load_stages()[downstream].scope
                 # a subject-scope stage reads every clip of the subject: all of them are out of date (a
                 # group-scope stage's own clip is; the clips it only takes sources from are not tracked);
                 # what a clip-wide stage (framing) redoes changes every block of the clip downstream
-                keys = [k for k in works if k.split("/")[0] == key.split("/")[0]] if scope == "subject" else [key]
-                for k in keys:
+                members = [k for k in keys if clip_subject(k) == clip_subject(key)] if scope == "subject" else [key]
+                for k in members:
                     for b in store.markers(downstream, k):
-                        if scope != "block" or stage.scope != "block" or b in todo[stage.name, key]:
+                        if scope != "block" or stage.scope != "block" or b in state.todo[stage.name, key]:
                             store.clear_marker(downstream, k, b)
         store.set_stage_record(stage.name, {"version": stage.version, "config": stage.config_dict(),
-                                            "fingerprint": fps[stage.name], "updated": now_iso(),
+                                            "fingerprint": state.fps[stage.name], "updated": now_iso(),
                                             "licences": stage.licences()})
     store.update_attrs(software=package_versions())
 
-    state = {"summary": summary, "works": stage_works, "layouts": layouts, "todo": todo, "done": done, "clip_fps": clip_fps, "fps": fps}
-    tasks, deps = _build_tasks(cfg, state, stages, summary, order, store)
-    for stage in stages:
-        s = summary.stages[stage.name]
-        reporter.planned(stage.name, sum(len(t.blocks) for t in tasks if t.stage == stage.name), s.already_done)
-    return Plan(store, stages, fps, works, tasks, deps, summary)
 
-
-def _finished_upstream(store: Store, dep: str, key: str, order: list[str], done: dict) -> set[int]:
+def _finished_upstream(store: Store, dep: str, key: str, done: dict) -> set[int]:
     """Blocks of an upstream stage that are finished under its current config."""
     if (dep, key) in done:  # planned in this run
         return done[dep, key]
@@ -257,18 +278,17 @@ def _finished_upstream(store: Store, dep: str, key: str, order: list[str], done:
     return {b for b, m in store.markers(dep, key).items() if m.stage_fingerprint == record.get("fingerprint")}
 
 
-def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], summary: RunSummary,
-                 order: list[str], store: Store) -> tuple[list[SegmentTask], dict[str, set[str]]]:
-    works, layouts, todo, done, clip_fps, fps = (plan_state[k] for k in
-                                                 ("works", "layouts", "todo", "done", "clip_fps", "fps"))
+def _build_tasks(cfg: PreprocessConfig, state: _PlanState, stages: list[Stage], order: list[str], store: Store
+                 ) -> tuple[list[SegmentTask], dict[str, set[str]]]:
     workers = max(1, cfg.runner.workers)
     threads = cfg.runner.threads or (1 if cfg.runner.scheduler else default_threads(cfg.runner.workers))
     tasks: list[SegmentTask] = []
     deps: dict[str, set[str]] = {}
     owner: dict[tuple[str, str, int], str] = {}  # (stage, clip, block) -> id of the task computing it
     for stage in stages:
-        stats = summary.stages[stage.name]
-        pending = [(k, todo[stage.name, k]) for (name, k) in works if name == stage.name and todo.get((name, k))]
+        stats = state.summary.stages[stage.name]
+        pending = [(k, state.todo[stage.name, k]) for (name, k) in state.works
+                   if name == stage.name and state.todo.get((name, k))]
         n_blocks = sum(len(b) for _, b in pending)
         if cfg.runner.segment_blocks > 0:
             size = cfg.runner.segment_blocks
@@ -279,10 +299,10 @@ def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], s
             size = 1
         for key, blocks in pending:
             if stage.scope != "block":
-                _add_group_task(stage, key, blocks, plan_state, order, store, owner, tasks, deps, threads)
+                _add_group_task(stage, key, blocks, state, store, owner, tasks, deps, threads)
                 continue
             runnable: dict[int, set[str]] = {}
-            finished = {dep: _finished_upstream(store, dep, key, order, done) for dep in stage.requires}
+            finished = {dep: _finished_upstream(store, dep, key, state.done) for dep in stage.requires}
             for b in blocks:
                 ups = {owner[dep, key, b] for dep in stage.requires if (dep, key, b) in owner}
                 if all((dep, key, b) in owner or b in finished[dep] for dep in stage.requires):
@@ -291,37 +311,37 @@ def _build_tasks(cfg: PreprocessConfig, plan_state: dict, stages: list[Stage], s
                     stats.blocked += 1
             for seg in _segments(sorted(runnable), size):
                 tid = f"{stage.name}:{key}:{seg[0]}-{seg[-1]}"
-                tasks.append(SegmentTask(
-                    tid, store.url, store.storage_options, stage.name, stage.config_dict(), clip_fps[stage.name, key],
-                    fps[stage.name], layouts[stage.name, key], tuple(seg), works[stage.name, key], threads))
+                tasks.append(_task(tid, stage, key, tuple(seg), state, store, threads))
                 deps[tid] = set().union(*(runnable[b] for b in seg))
                 for b in seg:
                     owner[stage.name, key, b] = tid
     return tasks, deps
 
 
-def _add_group_task(stage: Stage, key: str, blocks: list[int], plan_state: dict, order: list[str], store: Store,
-                    owner: dict, tasks: list[SegmentTask], deps: dict[str, set[str]], threads: int) -> None:
+def _task(tid: str, stage: Stage, key: str, blocks: tuple[int, ...], state: _PlanState, store: Store,
+          threads: int) -> SegmentTask:
+    return SegmentTask(tid, store.url, store.storage_options, stage.name, stage.config_dict(),
+                       state.clip_fps[stage.name, key], state.fps[stage.name], state.layouts[stage.name, key],
+                       blocks, state.works[stage.name, key], threads)
+
+
+def _add_group_task(stage: Stage, key: str, blocks: list[int], state: _PlanState, store: Store, owner: dict,
+                    tasks: list[SegmentTask], deps: dict[str, set[str]], threads: int) -> None:
     """One task for every pending block of a clip-scope or subject-scope stage: it runs once every
     block of the clip (or of all the subject's clips) is finished upstream or computed in this run."""
-    works, layouts, done, clip_fps, fps = (plan_state[k] for k in ("works", "layouts", "done", "clip_fps", "fps"))
-    group = stage.scope_members(key, works[stage.name, key])
     ups: set[str] = set()
-    for member in group:
-        layout = layouts.get((stage.name, member)) or ClipLayout.from_group(store.clip(member))
-        n_blocks = layout.n_blocks
+    for member in stage.scope_members(key, state.works[stage.name, key]):
+        layout = state.layouts.get((stage.name, member)) or ClipLayout.from_group(store.clip(member))
         for dep in stage.requires:
-            finished = _finished_upstream(store, dep, member, order, done)
-            for b in range(n_blocks):
+            finished = _finished_upstream(store, dep, member, state.done)
+            for b in range(layout.n_blocks):
                 if (dep, member, b) in owner:
                     ups.add(owner[dep, member, b])
                 elif b not in finished:
-                    plan_state["summary"].stages[stage.name].blocked += len(blocks)
+                    state.summary.stages[stage.name].blocked += len(blocks)
                     return
     tid = f"{stage.name}:{key}:{blocks[0]}-{blocks[-1]}"
-    tasks.append(SegmentTask(tid, store.url, store.storage_options, stage.name, stage.config_dict(),
-                             clip_fps[stage.name, key], fps[stage.name], layouts[stage.name, key], tuple(blocks),
-                             works[stage.name, key], threads))
+    tasks.append(_task(tid, stage, key, tuple(blocks), state, store, threads))
     deps[tid] = ups
     for b in blocks:
         owner[stage.name, key, b] = tid

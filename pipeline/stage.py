@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import zarr
 
+from datasets.errors import ConfigError
 from datasets.raw.base import ClipSpec
 from datasets.store import LedgerItem, Store
 
@@ -161,7 +162,7 @@ def dependency_order(names: list[str]) -> list[str]:
     load_stages()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
     names = list(names)
     for name in list(names):
         names += [dep for dep in REGISTRY[name].requires if REGISTRY[dep].implicit and dep not in names]

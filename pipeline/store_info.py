@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import zarr
+
+from datasets.schema import STORE
 from datasets.store import LedgerItem, Store, image_codec_config
 from pipeline.stage import ClipLayout
 
@@ -31,9 +34,12 @@ def describe_store(store: Store, clip_filter: str | None = None) -> dict[str, An
             continue
         group = store.clip(key)
         layout = ClipLayout.from_group(group)
-        arrays = {name: _array_info(arr) for name, arr in group.arrays()}
-        for name, arr in group["cameras"].arrays() if "cameras" in group else []:
-            arrays[f"cameras/{name}"] = _array_info(arr)
+        arrays = {}
+        for name, node in sorted(group.members(max_depth=None)):
+            if isinstance(node, zarr.Array):
+                spec = STORE.get(name)  # what the schema says of it (datasets/schema.py)
+                arrays[name] = {**_array_info(node), "stage": spec.source if spec else "",
+                                "doc": spec.doc if spec else ""}
         progress = {}
         for stage in stages:
             markers = store.markers(stage, key)

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.errors import ConfigError
+from datasets.names import clip_subject
+from datasets.schema import ensure_store_array
 from datasets.store import LedgerItem, Store
 from pipeline.backends.face_align import face_transform, head_transform, warp
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
@@ -52,21 +55,17 @@ class SynthesisConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"synthesis backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise ConfigError(f"synthesis backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.images < 1:
-            raise ValueError(f"synthesis images per frame must be at least 1, got {self.images}")
+            raise ConfigError(f"synthesis images per frame must be at least 1, got {self.images}")
         if not 0 < self.neutral_sources <= 1:
-            raise ValueError(f"synthesis.neutral_sources must be in (0, 1], got {self.neutral_sources}")
+            raise ConfigError(f"synthesis.neutral_sources must be in (0, 1], got {self.neutral_sources}")
         if self.backend == "liveportrait" and not self.liveportrait_dir:
             import os
 
             from pipeline.backends.liveportrait import LIVEPORTRAIT_VARIABLE
 
             self.liveportrait_dir = os.environ.get(LIVEPORTRAIT_VARIABLE, "")
-
-
-def _subject(key: str) -> str:
-    return key.split("/")[0]
 
 
 def fitted_clips(store: Store) -> list[str]:
@@ -95,13 +94,13 @@ class ClipFacts:
 
     @staticmethod
     def read(group) -> "ClipFacts":
-        from pipeline.backends.expression_geometry import local_landmarks
+        from model.fitting.geometry import to_head_frame
 
         pose, scale = group["fit/pose"][:].astype(np.float64), group["fit/scale"][:].astype(np.float64)
         ok = group["fit/ok"][:] & (scale > 0)
         lmk3d = group["fit/lmk3d"][:].astype(np.float64)
         local = np.zeros_like(lmk3d)
-        local[ok] = local_landmarks(lmk3d[ok], pose[ok], scale[ok])
+        local[ok] = to_head_frame(lmk3d[ok], pose[ok], scale[ok])
         return ClipFacts(group, group["lmk2d"][:], pose, scale, local, ok, group["cameras/K"][:].astype(np.float64),
                          group["cameras/world_to_cam"][:].astype(np.float64), list(group.attrs["views"]))
 
@@ -148,7 +147,7 @@ class SynthesisStage(Stage):
             find_checkout(cfg.liveportrait_dir)
         if cfg.source_store:
             if not self._fitted(Store(cfg.source_store, mode="r")):
-                raise ValueError(f"source store {cfg.source_store} has no clip with finished landmarks and fitting; "
+                raise ConfigError(f"source store {cfg.source_store} has no clip with finished landmarks and fitting; "
                                  "run `cli.py preprocess ... --stages landmarks,fitting` on it first")
 
     def plan_work(self, store: Store, key: str, keys: list[str]) -> dict:
@@ -157,10 +156,10 @@ class SynthesisStage(Stage):
             pool = [[cfg.source_store, k] for k in self._fitted(Store(cfg.source_store, mode="r"))]
         else:
             ready = set(keys) | set(self._fitted(store))
-            pool = [["", k] for k in sorted(ready) if _subject(k) != _subject(key)]
+            pool = [["", k] for k in sorted(ready) if clip_subject(k) != clip_subject(key)]
         cache = self.__dict__.setdefault("_clips_cache", {})
         in_store = cache.setdefault(store.url, store.clips())
-        subject = sorted(k for k in set(keys) | set(in_store) if _subject(k) == _subject(key))
+        subject = sorted(k for k in set(keys) | set(in_store) if clip_subject(k) == clip_subject(key))
         return {"pool": pool, "subject": subject}
 
     def scope_members(self, key: str, work) -> tuple[str, ...]:
@@ -174,11 +173,8 @@ class SynthesisStage(Stage):
         cfg = self.config
         group = store.clip(layout.key)
         T, B, S, N = layout.n_frames, layout.block_frames, cfg.size, cfg.images
-        store.ensure_frame_array(group, "synth", (T, N, S, S, 3), "uint8", B, image_format="jpeg",
-                                 jpeg_quality=cfg.jpeg_quality)
-        store.ensure_frame_array(group, "synth_source", (T, N, 3), "int32", B)
-        store.ensure_frame_array(group, "synth_view", (T,), "int16", B)
-        store.ensure_frame_array(group, "synth_ok", (T, N), "bool", B)
+        for name in self.products:
+            ensure_store_array(store, group, name, {"T": T, "N": N, "C": S}, B, jpeg_quality=cfg.jpeg_quality)
         group["synth"].attrs.update({
             "pool": work["pool"], "backend": cfg.backend, "source": "(pool index, frame, view) in synth_source",
             "source_frames": f"the {cfg.neutral_sources:.0%} least expressive frontal frames of each pool clip "

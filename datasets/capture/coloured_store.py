@@ -1,4 +1,5 @@
-"""For tests and benchmarks: a preprocessed store written directly (no pipeline run), whose every value says where it came from.
+"""For tests and benchmarks: a preprocessed store written directly (no pipeline run), whose every value
+says where it came from.
 
 Images are constant colours (lossless PNG) that encode (subject, frame, view), so a test can tell from a
 decoded sample exactly which item it is; the small arrays encode the same. A few items fail on purpose:

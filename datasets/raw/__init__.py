@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datasets.errors import ConfigError
 from datasets.raw.base import ClipSpec, RawPlan, Selection, ViewSpec
-from datasets.raw.monocular import DEFAULT_FOCAL, read_images, read_video, read_vfhq
+from datasets.raw.monocular import DEFAULT_FOCAL, read_images, read_vfhq, read_video
 from datasets.raw.nersemble import read_nersemble
 
 KINDS = {
@@ -27,7 +28,7 @@ LICENCE_NOTES = {
 def read_raw(kind: str, root: str, selection: Selection, *, focal: float = DEFAULT_FOCAL,
              subject: str | None = None) -> RawPlan:
     if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; choose one of: {', '.join(KINDS)}")
+        raise ConfigError(f"unknown dataset kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if kind.startswith("nersemble"):
         version = kind.split("-", 1)[1] if "-" in kind else "auto"
         return read_nersemble(root, selection, version)

@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 
+from datasets.errors import UserError
 from datasets.raw.sources import ImageSequence, VideoSource
 from datasets.store import LedgerItem
+
+
+class RawDataError(UserError, FileNotFoundError):
+    """The raw capture is not where it was said to be (or not a folder or file of the kind)."""
 
 
 @dataclass(frozen=True)

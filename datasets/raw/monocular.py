@@ -14,8 +14,17 @@ import numpy as np
 
 from datasets.names import InvalidNameError, sanitize_name, validate_name
 from datasets.raw.base import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ClipSpec,
+    RawDataError,
+    RawPlan,
+    Selection,
+    ViewSpec,
     as_tuple,
-    IMAGE_SUFFIXES, VIDEO_SUFFIXES, ClipSpec, RawPlan, Selection, ViewSpec, filesystem, list_dirs, list_files,
+    filesystem,
+    list_dirs,
+    list_files,
     to_url,
 )
 from datasets.raw.sources import ImageSequence, VideoSource
@@ -83,7 +92,7 @@ def read_vfhq(root: str, selection: Selection, focal: float = DEFAULT_FOCAL) -> 
     """A folder of clip folders, each holding that clip's frames."""
     fs, base = filesystem(root)
     if not fs.isdir(base):
-        raise FileNotFoundError(f"VFHQ root {root} is not a directory")
+        raise RawDataError(f"VFHQ root {root} is not a directory")
     plan = RawPlan()
     for folder in list_dirs(fs, base):
         subject, sequence = vfhq_names(folder)
@@ -99,7 +108,7 @@ def read_images(root: str, selection: Selection, focal: float = DEFAULT_FOCAL, s
     """An image folder (one clip) or a folder of image folders (one clip each)."""
     fs, base = filesystem(root)
     if not fs.isdir(base):
-        raise FileNotFoundError(f"image folder {root} is not a directory")
+        raise RawDataError(f"image folder {root} is not a directory")
     plan = RawPlan()
     direct = _image_sequence(fs, base)
     if direct is not None:
@@ -126,7 +135,7 @@ def read_video(root: str, selection: Selection, focal: float = DEFAULT_FOCAL, su
                    selection, focal)
         return plan
     if not fs.isdir(base):
-        raise FileNotFoundError(f"video path {root} does not exist")
+        raise RawDataError(f"video path {root} does not exist")
     for name in list_files(fs, base, VIDEO_SUFFIXES):
         stem = sanitize_name(name.rsplit(".", 1)[0])
         _mono_clip(plan, "video", subject or stem, "video" if subject is None else stem,

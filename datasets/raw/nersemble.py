@@ -20,10 +20,20 @@ import re
 import numpy as np
 
 from datasets.cameras import as_4x4, check_calibration, rescale_intrinsics
+from datasets.errors import ConfigError
 from datasets.names import InvalidNameError, validate_name
 from datasets.raw.base import (
+    IMAGE_SUFFIXES,
+    ClipSpec,
+    RawDataError,
+    RawPlan,
+    Selection,
+    ViewSpec,
     as_tuple,
-    IMAGE_SUFFIXES, ClipSpec, RawPlan, Selection, ViewSpec, filesystem, list_dirs, list_files, to_url,
+    filesystem,
+    list_dirs,
+    list_files,
+    to_url,
 )
 from datasets.raw.sources import ImageSequence, VideoSource
 
@@ -132,10 +142,10 @@ def _background_plates(fs, participant_dir: str) -> dict[str, str]:
 def read_nersemble(root: str, selection: Selection, version: str = "auto") -> RawPlan:
     """List the clips of a NeRSemble capture root (v1, v2, or auto-detected per sequence)."""
     if version not in ("auto", "v1", "v2"):
-        raise ValueError(f"NeRSemble version must be auto, v1 or v2, got {version!r}")
+        raise ConfigError(f"NeRSemble version must be auto, v1 or v2, got {version!r}")
     fs, base = filesystem(root)
     if not fs.isdir(base):
-        raise FileNotFoundError(f"NeRSemble root {root} is not a directory")
+        raise RawDataError(f"NeRSemble root {root} is not a directory")
     plan = RawPlan()
     for participant in list_dirs(fs, base):
         p_dir = f"{base}/{participant}"

@@ -15,6 +15,8 @@ import cv2
 import fsspec
 import numpy as np
 
+from datasets.urls import is_remote, local_path
+
 
 class FrameError(str):
     """The reason a frame is missing (a str, so it travels into the ledger as is)."""
@@ -64,9 +66,9 @@ class ImageSequence:
 
 
 def _open_video(url: str):
-    if "://" in url and not url.startswith("file://"):
+    if is_remote(url):
         return av.open(fsspec.open(url, "rb").open())
-    return av.open(url[7:] if url.startswith("file://") else url)
+    return av.open(local_path(url))
 
 
 def read_bytes(url: str) -> bytes:

@@ -25,10 +25,10 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
-from datasets import image_codec
+from datasets import image_codec, zarr_keys
+from datasets.errors import UserError
+from datasets.schema import SHARDS
 from datasets.shards import zarr_shard
 from datasets.shards.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, count_samples, digest
 from datasets.shards.select import SYNTH_MODES, ClipFacts, SelectionError, holdout_mask, split_identities, store_facts
@@ -74,7 +74,7 @@ class BuildResult:
     excluded: list[str]  # clips that gave no rows, with the reason
 
 
-class ShardBuildError(RuntimeError):
+class ShardBuildError(UserError, RuntimeError):
     """The output holds a shard set of other options or content."""
 
 
@@ -144,31 +144,21 @@ def plan_build(opts: BuildOptions, sources: list[SourceStore]) -> tuple[dict, li
 
 
 def _array_specs(plan: dict, sources: list[SourceStore], facts: list[ClipFacts]) -> dict[str, dict]:
+    """The shard set's arrays (datasets/schema.py SHARDS) at this plan's sizes; images keep the store's codec,
+    mattes become raw bytes + zstd instead of the store's PNG (lossless, same size, ~12x faster to decode)."""
     L = plan["layout"]
-    V, R, C, S, E = L["views"], L["resolution"], L["crop"], L["synth"], L["expression"]
-    first = facts[0]
-    src = sources[first.source]
+    sizes = {"V": L["views"], "R": L["resolution"], "C": L["crop"], "N": L["synth"], "E": L["expression"]}
     specs = {}
-    for name, shape in (("rgb", (V, R, R, 3)), ("face_crop", (V, C, C, 3))):
-        specs[name] = {"kind": "image", "row_shape": list(shape), "dtype": "uint8",
-                       "codec": image_codec_config(src.array(first.key, name))}
-    # mattes: raw bytes + zstd instead of the store's PNG: lossless, same size, ~12x faster to decode
-    for name in ("alpha", "face_mask"):
-        specs[name] = {"kind": "matte", "row_shape": [V, R, R], "dtype": "uint8",
-                       "codec": {"format": "zstd", "level": MATTE_LEVEL}}
-    if S:
-        with_synth = next(f for f in facts if f.has_synth)
-        specs["synth"] = {"kind": "image", "row_shape": [S, C, C, 3], "dtype": "uint8",
-                          "codec": image_codec_config(sources[with_synth.source].array(with_synth.key, "synth"))}
-        specs["synth_ok"] = {"kind": "raw", "row_shape": [S], "dtype": "bool"}
-    raw = {"view_ok": ([V], "bool"), "heldout": ([V], "bool"), "crop_ok": ([V], "bool"),
-           "K": ([V, 3, 3], "float32"), "world_to_cam": ([V, 4, 4], "float32"), "lmk2d": ([V, 68, 3], "float32"),
-           "crop_transform": ([V, 2, 3], "float32"), "pose": ([4, 4], "float32"), "scale": ([], "float32"),
-           "lmk3d": ([68, 3], "float32"), "identity": ([], "int32"), "clip": ([], "int32"), "frame": ([], "int32")}
-    if E:
-        raw["expression"] = ([E], "float32")
-    for name, (shape, dtype) in raw.items():
-        specs[name] = {"kind": "raw", "row_shape": shape, "dtype": dtype}
+    for name, spec in SHARDS.items():
+        if (spec.source in ("synth", "synth_ok") and not sizes["N"]) or (name == "expression" and not sizes["E"]):
+            continue  # no synthesized images / no morphable model in these stores
+        entry = {"kind": spec.kind, "row_shape": list(spec.shape(**sizes)), "dtype": spec.dtype}
+        if spec.kind == "image":
+            clip = next(f for f in facts if f.has_synth) if name == "synth" else facts[0]
+            entry["codec"] = image_codec_config(sources[clip.source].array(clip.key, spec.source))
+        elif spec.kind == "matte":
+            entry["codec"] = {"format": "zstd", "level": MATTE_LEVEL}
+        specs[name] = entry
     return specs
 
 
@@ -204,7 +194,7 @@ class _Writer:
         self.subject_index = {s: {i: n for n, i in enumerate(plan["splits"][s]["subjects"])} for s in plan["splits"]}
 
     def _put(self, key: str, data: bytes) -> dict:
-        sync(self.zstore.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+        zarr_keys.set_bytes(self.zstore, key, data)
         return {"key": key, "bytes": len(data), "sha256": digest(data)}
 
     def write_shard(self, split: str, k: int) -> dict:
@@ -272,11 +262,6 @@ class _Writer:
         return out
 
 
-def _get_text(zstore, key: str) -> bytes | None:  # noqa: ANN001
-    buf = sync(zstore.get(key, prototype=default_buffer_prototype()))
-    return None if buf is None else buf.to_bytes()
-
-
 def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None = None,
                  stop_after: int | None = None) -> BuildResult:
     """Build (or finish building) the shard set. `stop_after`: return after writing that many shards
@@ -285,16 +270,16 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
     plan, facts, excluded = plan_build(opts, sources)
     zstore = open_zarr_store(opts.out, opts.storage_options)
     plan_text = json.dumps(plan, sort_keys=True).encode()
-    previous = _get_text(zstore, PLAN)
+    previous = zarr_keys.get_bytes(zstore, PLAN)
     if previous is not None and previous != plan_text:
         if not opts.overwrite:
             raise ShardBuildError(f"{opts.out} holds a shard set built from other stores or options; "
                                   "choose another --out, or pass --overwrite to replace it")
         for split in json.loads(previous).get("splits", {}):  # the old set goes entirely
-            sync(zstore.delete_dir(split))
-        sync(zstore.delete_dir("_build"))
-        sync(zstore.delete(MANIFEST))
-    elif previous is None and _get_text(zstore, "zarr.json") is not None and not opts.overwrite:
+            zarr_keys.delete_dir(zstore, split)
+        zarr_keys.delete_dir(zstore, "_build")
+        zarr_keys.delete(zstore, MANIFEST)
+    elif previous is None and zarr_keys.get_bytes(zstore, "zarr.json") is not None and not opts.overwrite:
         raise ShardBuildError(f"{opts.out} holds something other than a resumable shard set; "
                               "choose another --out, or pass --overwrite")
     specs = _array_specs(plan, sources, facts)
@@ -302,12 +287,12 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
     root.attrs.update({"format": FORMAT, "schema_version": SCHEMA_VERSION})
     for split, info in plan["splits"].items():
         _create_arrays(root, split, len(info["rows"]), opts.shard_rows, specs)
-    sync(zstore.set(PLAN, default_buffer_prototype().buffer.from_bytes(plan_text)))
+    zarr_keys.set_bytes(zstore, PLAN, plan_text)
 
     todo, done = [], {}
     for split, info in plan["splits"].items():
         for k in range(-(-len(info["rows"]) // opts.shard_rows)):
-            record = _get_text(zstore, f"_build/done/{split}/{k:06d}.json")
+            record = zarr_keys.get_bytes(zstore, f"_build/done/{split}/{k:06d}.json")
             if record is None:
                 todo.append((split, k))
             else:
@@ -322,7 +307,7 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
     def one(item: tuple[str, int]) -> tuple[tuple[str, int], dict]:
         record = writer.write_shard(*item)
         key = f"_build/done/{item[0]}/{item[1]:06d}.json"
-        sync(zstore.set(key, default_buffer_prototype().buffer.from_bytes(json.dumps(record).encode())))
+        zarr_keys.set_bytes(zstore, key, json.dumps(record).encode())
         return item, record
 
     with ThreadPoolExecutor(max(1, opts.threads)) as pool:
@@ -333,7 +318,7 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
     if len(done) < total:
         return BuildResult(Manifest({}), len(todo), skipped, excluded)
     manifest = _manifest(opts, plan, specs, sources, done)
-    sync(zstore.set(MANIFEST, default_buffer_prototype().buffer.from_bytes(manifest.dumps())))
+    zarr_keys.set_bytes(zstore, MANIFEST, manifest.dumps())
     return BuildResult(manifest, len(todo), skipped, excluded)
 
 

@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from datasets.errors import UserError
+
 FORMAT = "headforge-shards"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 USES = ("train", "heldout", "all")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """No manifest, or one this software cannot read."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numcodecs import Zstd
 
 from datasets import image_codec
+from datasets.errors import UserError
 from datasets.shards import zarr_shard
 from datasets.shards.manifest import Manifest, use_mask
 from datasets.shards.storage import DEFAULT_CACHE_BYTES, ShardStorage
@@ -23,7 +24,7 @@ from datasets.shards.storage import DEFAULT_CACHE_BYTES, ShardStorage
 _ZSTD = Zstd()
 
 
-class ShardCorruptError(RuntimeError):
+class ShardCorruptError(UserError, RuntimeError):
     """A shard object's digest or size differs from the manifest."""
 
 

@@ -1,5 +1,7 @@
 """Training samples assembled from shard rows (numpy; the dataset turns batches into tensors).
 
+Every field, with dtype and shape, is in datasets/schema.py SAMPLE.
+
 Stage 1 (guiding mesh model): several views of one frame of one subject
     rgb [N, R, R, 3] uint8, alpha [N, R, R] uint8, K [N, 3, 3], world_to_cam [N, 4, 4], lmk2d [N, 68, 3],
     view [N] (slot in the clip's camera list), plus one condition image and one non-face image for the frame
@@ -24,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.non_face import non_face_image
+from datasets.schema import SAMPLE, SAMPLE_FRAME_FIELDS
 from datasets.shards.manifest import use_mask
 from datasets.shards.reader import OpenShard
 
@@ -56,10 +59,7 @@ def _condition(shard: OpenShard, row: int, exclude: set[int], own: int, synth_ra
 
 def _frame_values(shard: OpenShard, row: int) -> dict[str, np.ndarray]:
     raw = shard.raw
-    out = {name: raw[name][row] for name in ("pose", "scale", "lmk3d", "identity", "clip", "frame")}
-    if "expression" in raw:
-        out["expression"] = raw["expression"][row]
-    return out
+    return {name: raw[name][row] for name in SAMPLE_FRAME_FIELDS if name in raw or not SAMPLE[name].optional}
 
 
 def stage2_sample(shard: OpenShard, row: int, view: int, rng: np.random.Generator, layout: dict,

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.errors import UserError
+from datasets.names import clip_subject
 from datasets.store import Store
 
 NEEDED_STAGES = ("ingest", "matting", "landmarks", "fitting", "crops")
 SYNTH_MODES = ("auto", "require", "off")
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """The stores cannot give a shard set (missing products, incompatible layouts, bad split request)."""
 
 
@@ -57,7 +59,7 @@ def clip_facts(store: Store, source: int, key: str, synth: str, ledger_by_clip: 
     T, B, views = int(a["n_frames"]), int(a["block_frames"]), list(a["views"])
     frame_ids = list(a.get("frame_ids") or range(T))
     dataset = (store.attrs.get("sources") or [{}])[0].get("dataset", "store")
-    facts = ClipFacts(source, key, f"{dataset}/{key.split('/')[0]}", views, frame_ids,
+    facts = ClipFacts(source, key, f"{dataset}/{clip_subject(key)}", views, frame_ids,
                       np.zeros((T, len(views)), bool), np.zeros(T, bool), False, 0, 0)
     stages = list(NEEDED_STAGES) + (["synthesis"] if synth != "off" else [])
     arrays = ("rgb", "rgb_ok", "alpha", "cameras/K", "cameras/world_to_cam", "lmk2d", "faces", "fit/pose",

@@ -9,15 +9,17 @@ from threading import Lock
 import numpy as np
 import zarr
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
+from datasets import zarr_keys
+from datasets.schema import SHARDS, STORE
 from datasets.shards import zarr_shard
 from datasets.store import Store, StoreError, frame_intrinsics
 
-# store array -> shard array; the small per-frame arrays a row carries
-SMALL_FRAME_ARRAYS = {"lmk2d": "lmk2d", "crop_transform": "crop_transform", "crop_ok": "crop_ok",
-                      "fit/pose": "pose", "fit/scale": "scale", "fit/lmk3d": "lmk3d"}
+# store array -> shard array: the small per-frame arrays a row carries, read from the store as they are
+# (the cameras, the synthesized images' flags and the expression are read apart below)
+SMALL_FRAME_ARRAYS = {spec.source: name for name, spec in SHARDS.items()
+                      if spec.kind == "raw" and spec.source in STORE and STORE[spec.source].kind == "frame"
+                      and spec.source not in ("cameras/K_frames", "synth_ok", "fit/expression")}
 
 
 class SourceStore:
@@ -42,8 +44,7 @@ class SourceStore:
         return self._arrays[key]
 
     def _get(self, key: str, byte_range=None) -> bytes | None:  # noqa: ANN001
-        buf = sync(self.store.zstore.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
-        return None if buf is None else buf.to_bytes()
+        return zarr_keys.get_bytes(self.store.zstore, key, byte_range)
 
     def image_chunk(self, clip: str, name: str, t: int, v: int) -> bytes | None:
         """The encoded image of frame t, view (or synth slot) v of array `name`; None when absent."""

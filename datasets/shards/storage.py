@@ -10,17 +10,18 @@ import time
 
 import fsspec
 
+from datasets.errors import UserError
 from datasets.shards.manifest import MANIFEST, Manifest, ManifestError
-from datasets.store import is_remote
+from datasets.urls import is_remote, local_path
 
 DEFAULT_CACHE_BYTES = 8 << 30
 
 
-class ShardMissingError(FileNotFoundError):
+class ShardMissingError(UserError, FileNotFoundError):
     """A shard object the manifest lists is absent."""
 
 
-class CacheTooSmallError(RuntimeError):
+class CacheTooSmallError(UserError, RuntimeError):
     """The local cache cannot hold the objects being read at once."""
 
 
@@ -42,7 +43,7 @@ class ShardStorage:
             self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)[1]
             self.cache_dir = cache_dir or default_cache_dir(self.url)
         else:
-            self.root = self.url.removeprefix("file://")
+            self.root = local_path(self.url)
             self.cache_dir = None
         self.cache_bytes = int(cache_bytes)
 

@@ -13,10 +13,12 @@ import numpy as np
 import zarr
 from google_crc32c import value as crc32c
 
+from datasets.errors import UserError
+
 EMPTY = np.uint64(2**64 - 1)
 
 
-class ShardFormatError(ValueError):
+class ShardFormatError(UserError, ValueError):
     """A shard object is not in the expected layout (wrong size, bad index checksum)."""
 
 

@@ -71,6 +71,14 @@ def apply_similarity(s: np.ndarray, R: np.ndarray, t: np.ndarray, points: np.nda
     return np.asarray(s)[..., None, None] * np.einsum("...ij,...nj->...ni", R, points) + np.asarray(t)[..., None, :]
 
 
+def to_head_frame(points: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """World points [T, L, 3] -> the head frame [T, L, 3], removing each frame's fitted pose [T, 4, 4] and
+    scale [T] (world = scale R x + t)."""
+    R, t = np.asarray(pose, np.float64)[:, :3, :3], np.asarray(pose, np.float64)[:, :3, 3]
+    return np.einsum("tji,tlj->tli", R, np.asarray(points, np.float64) - t[:, None]) / \
+        np.asarray(scale, np.float64)[:, None, None]
+
+
 def to_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """R [..., 3, 3], t [..., 3] -> [..., 4, 4]."""
     M = np.zeros(R.shape[:-2] + (4, 4))

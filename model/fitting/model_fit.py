@@ -112,6 +112,113 @@ def initial_poses(mean_lmk: np.ndarray, uv: np.ndarray, conf: np.ndarray, K: np.
     return s, R, t, ok, np.zeros((T, V), bool)
 
 
+class _LandmarkProblem:
+    """The tensors of one fit (cameras, detections, weights, the start poses) and the parameters it
+    optimises; what the closures of a single function used to share."""
+
+    def __init__(self, model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarray, settings: FitSettings,
+                 identity: np.ndarray | None, scale: float | None):
+        self.model, self.settings = model, settings
+        self.dev = dev = torch.device(settings.device)
+        self.T = T = uv.shape[0]
+        self.fixed_identity = identity is not None
+        with torch.no_grad():
+            id0 = torch.zeros(1, model.n_id, device=dev) if identity is None else \
+                torch.as_tensor(identity, dtype=torch.float32, device=dev)[None]
+            mean_lmk = model.landmarks(id0, torch.zeros(1, model.n_exp, device=dev))[0].double().cpu().numpy()
+        s0, R0, t0, self.ok, self.dropped = initial_poses(mean_lmk, uv, conf, K, E, settings, scale)
+        self.s_init = float(np.median(s0[self.ok])) if self.ok.any() else float(s0[0])
+        self.unit = head_size(mean_lmk) * self.s_init  # head size in world units: the translation step unit
+
+        f32 = {"dtype": torch.float32, "device": dev}
+        self.K, self.E = torch.tensor(K, **f32), torch.tensor(E, **f32)  # copies: K and E may be read-only views
+        self.uv = torch.as_tensor(uv, **f32)
+        self.size = torch.as_tensor(np.maximum(face_size_px(uv, conf, settings.min_confidence), 1.0), **f32)  # [T, V]
+        w = torch.as_tensor(np.where(conf >= settings.min_confidence, conf, 0.0), **f32)  # [T, V, 68]
+        self.weights = w * torch.as_tensor(self.ok, **f32)[:, None, None] * \
+            torch.as_tensor(~self.dropped, **f32)[..., None]
+        self.R0, self.t0 = torch.as_tensor(R0, **f32), torch.as_tensor(t0, **f32)
+        self.exp_scale = model.exp_scale.to(dev).float()
+        # the parameters
+        self.rot = torch.zeros(T, 3, requires_grad=True, **f32)
+        self.trans = torch.zeros(T, 3, requires_grad=True, **f32)
+        self.log_s = torch.zeros((), requires_grad=True, **f32)
+        self.idc = id0.clone()[0].requires_grad_(identity is None)
+        self.exp = torch.zeros(T, model.n_exp, requires_grad=True, **f32)
+
+    def rotation(self) -> torch.Tensor:
+        return axis_angle_to_matrix(self.rot) @ self.R0
+
+    def translation(self) -> torch.Tensor:
+        return self.t0 + self.unit * self.trans
+
+    def world_landmarks(self, use_exp: bool) -> torch.Tensor:
+        """[T, 68, 3] world."""
+        exp = self.exp if use_exp else torch.zeros_like(self.exp)
+        lm = self.model.landmarks(self.idc[None].expand(self.T, -1), exp)
+        scale = self.s_init * torch.exp(self.log_s)
+        return scale * (lm @ self.rotation().transpose(1, 2)) + self.translation()[:, None]
+
+    def residuals(self, X: torch.Tensor) -> torch.Tensor:
+        """X [T, 68, 3] world -> normalised residuals [T, V, 68, 2]."""
+        cam = torch.einsum("tvij,tlj->tvli", self.E[..., :3, :3], X) + self.E[:, :, None, :3, 3]
+        z = cam[..., 2:3].clamp_min(1e-6)
+        pix = torch.einsum("tvij,tvlj->tvli", self.K[..., :2, :2], cam[..., :2] / z) + self.K[:, :, None, :2, 2]
+        return (pix - self.uv) / self.size[..., None, None]
+
+    def loss(self, use_exp: bool, weights: torch.Tensor) -> torch.Tensor:
+        st, T = self.settings, self.T
+        r2 = (self.residuals(self.world_landmarks(use_exp)) ** 2).sum(-1)  # [T, V, 68]
+        data = (weights * torch.log1p(r2 / st.robust ** 2)).sum((1, 2)) / weights.sum((1, 2)).clamp_min(1e-6)  # [T]
+        # summed over frames, so each frame's gradient (and Adam's step) is what it would be alone
+        loss = data.sum()
+        if use_exp:
+            loss = loss + st.w_exp * ((self.exp / self.exp_scale) ** 2).sum()
+        if not self.fixed_identity:
+            loss = loss + T * st.w_id * (self.idc ** 2).sum()
+        if st.temporal > 0 and T > 1:
+            smooth = ((self.exp[1:] - self.exp[:-1]) / self.exp_scale).pow(2).sum(-1) if use_exp else 0
+            motion = (self.rot[1:] - self.rot[:-1]).pow(2).sum(-1) + (self.trans[1:] - self.trans[:-1]).pow(2).sum(-1)
+            loss = loss + st.temporal * (smooth + motion / 0.01 ** 2).sum()
+        return loss
+
+    def run_phase(self, params: list[torch.Tensor], iters: int, use_exp: bool, weights: torch.Tensor) -> int:
+        """Adam until converged: whenever the loss improved by less than `tol` (relative) over 20
+        iterations the step shrinks 3x; after 4 shrinks (or `iters`) the phase ends. tol <= 0: exactly
+        `iters` iterations with the step decaying geometrically to 1% (a schedule independent of the
+        data, e.g. to compare batched and per-frame fits)."""
+        st = self.settings
+        opt = torch.optim.Adam(params, lr=st.lr)
+        history: list[float] = []
+        since, shrinks = 0, 0
+        for i in range(iters):
+            if st.tol <= 0:
+                for group in opt.param_groups:
+                    group["lr"] = st.lr * 0.01 ** (i / max(iters - 1, 1))
+            opt.zero_grad()
+            loss = self.loss(use_exp, weights)
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+            since += 1
+            if st.tol > 0 and since > 20 and history[-21] - history[-1] < st.tol * abs(history[-21]):
+                shrinks += 1
+                if shrinks > 4:
+                    return i + 1
+                for group in opt.param_groups:
+                    group["lr"] /= 3.0
+                since = 0
+        return iters
+
+    def disagreeing_views(self, weights: torch.Tensor, use_exp: bool) -> torch.Tensor:
+        """[T, V] bool: views far above the threshold and far above the frame's other views."""
+        with torch.no_grad():
+            r = self.residuals(self.world_landmarks(use_exp)).norm(dim=-1)  # [T, V, 68]
+            view_med = torch.nanmedian(torch.where(weights > 0, r, torch.full_like(r, float("nan"))), dim=-1).values
+            typical = torch.nanmedian(view_med, dim=1, keepdim=True).values
+            return (view_med > torch.clamp(3 * typical, min=self.settings.outlier_view)) & (weights.sum(-1) > 0)
+
+
 def fit_model(model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndarray,
               settings: FitSettings | None = None, *, identity: np.ndarray | None = None,
               scale: float | None = None, fit_scale: bool | None = None) -> ModelFit:
@@ -121,117 +228,32 @@ def fit_model(model, uv: np.ndarray, conf: np.ndarray, K: np.ndarray, E: np.ndar
     [T, V, 4, 4]. identity: given -> kept fixed (e.g. the subject's, fitted on other frames).
     scale: given -> the start (and, unless fit_scale, the value). fit_scale defaults to "several views"."""
     settings = settings or FitSettings()
-    dev = torch.device(settings.device)
     uv = np.asarray(uv, np.float64)
     conf = np.asarray(conf, np.float64)
     T, V = uv.shape[:2]
     K, E = _per_frame_cameras(K, E, T)
     if fit_scale is None:
         fit_scale = V >= 2 and scale is None
-    with torch.no_grad():
-        id0 = torch.zeros(1, model.n_id, device=dev) if identity is None else \
-            torch.as_tensor(identity, dtype=torch.float32, device=dev)[None]
-        mean_lmk = model.landmarks(id0, torch.zeros(1, model.n_exp, device=dev))[0].double().cpu().numpy()
-    s0, R0, t0, ok, dropped = initial_poses(mean_lmk, uv, conf, K, E, settings, scale)
-    s_init = float(np.median(s0[ok])) if ok.any() else float(s0[0])
-    unit = head_size(mean_lmk) * s_init  # head size in world units: the translation step unit
-
-    f32 = {"dtype": torch.float32, "device": dev}
-    tK, tE = torch.tensor(K, **f32), torch.tensor(E, **f32)  # copies: K and E may be read-only views
-    t_uv = torch.as_tensor(uv, **f32)
-    size = torch.as_tensor(np.maximum(face_size_px(uv, conf, settings.min_confidence), 1.0), **f32)  # [T, V]
-    w = torch.as_tensor(np.where(conf >= settings.min_confidence, conf, 0.0), **f32)  # [T, V, 68]
-    w = w * torch.as_tensor(ok, **f32)[:, None, None] * torch.as_tensor(~dropped, **f32)[..., None]
-    R0t, t0t = torch.as_tensor(R0, **f32), torch.as_tensor(t0, **f32)
-    exp_scale = model.exp_scale.to(dev).float()
-
-    rot = torch.zeros(T, 3, requires_grad=True, **f32)
-    trans = torch.zeros(T, 3, requires_grad=True, **f32)
-    log_s = torch.zeros((), requires_grad=True, **f32)
-    idc = id0.clone()[0].requires_grad_(identity is None)
-    exp = torch.zeros(T, model.n_exp, requires_grad=True, **f32)
-
-    def world_landmarks(use_exp: bool) -> torch.Tensor:
-        lm = model.landmarks(idc[None].expand(T, -1), exp if use_exp else torch.zeros_like(exp))  # [T, 68, 3]
-        R = axis_angle_to_matrix(rot) @ R0t
-        return s_init * torch.exp(log_s) * (lm @ R.transpose(1, 2)) + (t0t + unit * trans)[:, None]
-
-    def residuals(X: torch.Tensor) -> torch.Tensor:
-        """X [T, 68, 3] world -> normalised residuals [T, V, 68, 2]."""
-        cam = torch.einsum("tvij,tlj->tvli", tE[..., :3, :3], X) + tE[:, :, None, :3, 3]
-        z = cam[..., 2:3].clamp_min(1e-6)
-        pix = torch.einsum("tvij,tvlj->tvli", tK[..., :2, :2], cam[..., :2] / z) + tK[:, :, None, :2, 2]
-        return (pix - t_uv) / size[..., None, None]
-
-    def loss_fn(use_exp: bool, weights: torch.Tensor) -> torch.Tensor:
-        r2 = (residuals(world_landmarks(use_exp)) ** 2).sum(-1)  # [T, V, 68]
-        c2 = settings.robust ** 2
-        data = (weights * torch.log1p(r2 / c2)).sum((1, 2)) / weights.sum((1, 2)).clamp_min(1e-6)  # [T]
-        # summed over frames, so each frame's gradient (and Adam's step) is what it would be alone
-        loss = data.sum()
-        if use_exp:
-            loss = loss + settings.w_exp * ((exp / exp_scale) ** 2).sum()
-        if identity is None:
-            loss = loss + T * settings.w_id * (idc ** 2).sum()
-        if settings.temporal > 0 and T > 1:
-            smooth = ((exp[1:] - exp[:-1]) / exp_scale).pow(2).sum(-1) if use_exp else 0
-            motion = (rot[1:] - rot[:-1]).pow(2).sum(-1) + (trans[1:] - trans[:-1]).pow(2).sum(-1)
-            smooth = smooth + motion / 0.01 ** 2
-            loss = loss + settings.temporal * smooth.sum()
-        return loss
-
-    def run_phase(params: list[torch.Tensor], iters: int, use_exp: bool, weights: torch.Tensor) -> int:
-        """Adam until converged: whenever the loss improved by less than `tol` (relative) over 20
-        iterations the step shrinks 3x; after 4 shrinks (or `iters`) the phase ends. tol <= 0: exactly
-        `iters` iterations with the step decaying geometrically to 1% (a schedule independent of the
-        data, e.g. to compare batched and per-frame fits)."""
-        opt = torch.optim.Adam(params, lr=settings.lr)
-        history: list[float] = []
-        since, shrinks = 0, 0
-        for i in range(iters):
-            if settings.tol <= 0:
-                for group in opt.param_groups:
-                    group["lr"] = settings.lr * 0.01 ** (i / max(iters - 1, 1))
-            opt.zero_grad()
-            loss = loss_fn(use_exp, weights)
-            loss.backward()
-            opt.step()
-            history.append(loss.item())
-            since += 1
-            if settings.tol > 0 and since > 20 and history[-21] - history[-1] < settings.tol * abs(history[-21]):
-                shrinks += 1
-                if shrinks > 4:
-                    return i + 1
-                for group in opt.param_groups:
-                    group["lr"] /= 3.0
-                since = 0
-        return iters
-
-    def disagreeing_views(weights: torch.Tensor, use_exp: bool) -> torch.Tensor:
-        """[T, V] bool: views far above the threshold and far above the frame's other views."""
-        with torch.no_grad():
-            r = residuals(world_landmarks(use_exp)).norm(dim=-1)  # [T, V, 68]
-            view_med = torch.nanmedian(torch.where(weights > 0, r, torch.full_like(r, float("nan"))), dim=-1).values
-            typical = torch.nanmedian(view_med, dim=1, keepdim=True).values
-            return (view_med > torch.clamp(3 * typical, min=settings.outlier_view)) & (weights.sum(-1) > 0)
-
+    p = _LandmarkProblem(model, uv, conf, K, E, settings, identity, scale)
+    w = p.weights
     iterations = {}
-    rigid = [rot, trans] + ([log_s] if fit_scale else [])
-    iterations["rigid"] = run_phase(rigid, settings.rigid_iters, False, w)
+    rigid = [p.rot, p.trans] + ([p.log_s] if fit_scale else [])
+    iterations["rigid"] = p.run_phase(rigid, settings.rigid_iters, False, w)
     # the mean face explains every view alike up to identity and expression: a wrong detection stands out
-    outliers = disagreeing_views(w, False) | torch.as_tensor(dropped, device=dev)
-    full = rigid + [exp] + ([idc] if identity is None else [])
-    iterations["full"] = run_phase(full, settings.full_iters, True, w * (~outliers)[..., None].float())
-    outliers = outliers | disagreeing_views(w, True)  # the robust loss kept them from pulling; report them
+    outliers = p.disagreeing_views(w, False) | torch.as_tensor(p.dropped, device=p.dev)
+    full = rigid + [p.exp] + ([] if p.fixed_identity else [p.idc])
+    iterations["full"] = p.run_phase(full, settings.full_iters, True, w * (~outliers)[..., None].float())
+    outliers = outliers | p.disagreeing_views(w, True)  # the robust loss kept them from pulling; report them
 
     with torch.no_grad():
-        X = world_landmarks(True)
-        r_px = residuals(X).norm(dim=-1) * size[..., None]
-        detected = torch.as_tensor(conf >= settings.min_confidence, device=dev)
+        X = p.world_landmarks(True)
+        r_px = p.residuals(X).norm(dim=-1) * p.size[..., None]
+        detected = torch.as_tensor(conf >= settings.min_confidence, device=p.dev)
         r_px = torch.where(detected, r_px, torch.full_like(r_px, float("nan")))
         residual = torch.nanmedian(r_px, dim=-1).values
-        R = (axis_angle_to_matrix(rot) @ R0t).double().cpu().numpy()
-        t = (t0t + unit * trans).double().cpu().numpy()
-        s = s_init * float(torch.exp(log_s))
-    return ModelFit(idc.detach().cpu().numpy().astype(np.float32), exp.detach().cpu().numpy().astype(np.float32),
-                    s, R, t, X.double().cpu().numpy(), residual.cpu().numpy(), outliers.cpu().numpy(), ok, iterations)
+        R = p.rotation().double().cpu().numpy()
+        t = p.translation().double().cpu().numpy()
+        s = p.s_init * float(torch.exp(p.log_s))
+    return ModelFit(p.idc.detach().cpu().numpy().astype(np.float32), p.exp.detach().cpu().numpy().astype(np.float32),
+                    s, R, t, X.double().cpu().numpy(), residual.cpu().numpy(), outliers.cpu().numpy(), p.ok,
+                    iterations)

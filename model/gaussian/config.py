@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datasets.config import pick_preset
+from datasets.errors import ConfigError
+
 INITS = ("stage1", "template")
 
 
@@ -42,15 +45,15 @@ class GaussianConfig:
     batch_size: int = 8  # single images per batch
     backend: str = "auto"  # Gaussian rasterizer: auto (gsplat on CUDA, else torch) | torch | gsplat
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
         if self.backend not in ("auto", "torch", "gsplat"):
-            raise ValueError(f"backend must be auto, torch or gsplat, got {self.backend!r}")
+            raise ConfigError(f"backend must be auto, torch or gsplat, got {self.backend!r}")
         if not 0 < self.opacity_init < 1:
-            raise ValueError("opacity_init must be in (0, 1)")
+            raise ConfigError("opacity_init must be in (0, 1)")
         if self.knn < 1 or self.batch_size < 1:
-            raise ValueError("knn and batch_size must be at least 1")
+            raise ConfigError("knn and batch_size must be at least 1")
 
 
 def _tiny() -> GaussianConfig:
@@ -62,6 +65,4 @@ PRESETS = {"paper": GaussianConfig, "tiny": _tiny}
 
 
 def preset(name: str) -> GaussianConfig:
-    if name not in PRESETS:
-        raise ValueError(f"stage 2 has no preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
+    return pick_preset(PRESETS, name, "stage 2 (gaussian)")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from datasets.config import validate
 from model.gaussian.config import GaussianConfig
 from model.gaussian.quaternions import matrix_to_quat, quat_multiply
 from model.guiding.canonical import CanonicalFrame, world_transform
@@ -64,8 +65,8 @@ class GaussianModel(MotionDeformation):
         """points: the per-point tensors of init.py (positions [N, 3], features [N, D], scales [N, 3],
         rotations [N, 4], opacities [N], landmark_features [L, D]); landmarks: [L, 3] P0."""
         super().__init__()
-        guiding_config.validate()
-        config.validate()
+        validate(guiding_config)
+        validate(config)
         self.config, self.gaussian_config, self.frame = guiding_config, config, frame
         c = guiding_config
         for name, value in frame.state().items():

@@ -61,12 +61,6 @@ class CanonicalFrame:
         return CanonicalFrame(state["rotation"].numpy(), state["origin"].numpy(), float(state["unit"]))
 
 
-def head_landmarks(pose: np.ndarray, scale: np.ndarray, lmk3d: np.ndarray) -> np.ndarray:
-    """World landmarks back to the head frame. pose: [T, 4, 4]; scale: [T]; lmk3d: [T, 68, 3] -> [T, 68, 3]."""
-    R, t = pose[:, :3, :3], pose[:, :3, 3]
-    return np.einsum("tji,tlj->tli", R, lmk3d - t[:, None]) / scale[:, None, None]
-
-
 def world_transform(frame: CanonicalFrame, pose: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     """Canonical -> world per sample. pose: [B, 4, 4]; scale: [B] -> (A [B, 3, 3], b [B, 3]): world = A c + b."""
     rot = torch.as_tensor(frame.rotation, dtype=pose.dtype, device=pose.device)

@@ -9,8 +9,10 @@ learning rates.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from datasets.config import pick_preset
+from datasets.errors import ConfigError
 
 
 @dataclass
@@ -60,15 +62,15 @@ class GuidingConfig:
     def refine_upsample(self) -> int:
         return self.output_resolution // self.render_resolution
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.motion not in ("encoders", "codes"):
-            raise ValueError(f"motion must be 'encoders' or 'codes', got {self.motion!r}")
+            raise ConfigError(f"motion must be 'encoders' or 'codes', got {self.motion!r}")
         if self.output_resolution not in (self.render_resolution, 2 * self.render_resolution):
-            raise ValueError("output_resolution must equal render_resolution or twice it")
+            raise ConfigError("output_resolution must equal render_resolution or twice it")
         if not 0 < self.t1 < self.t2:
-            raise ValueError("need 0 < t1 < t2")
+            raise ConfigError("need 0 < t1 < t2")
         if self.color_dim < 3:
-            raise ValueError("color_dim must be at least 3 (the coarse image)")
+            raise ConfigError("color_dim must be at least 3 (the coarse image)")
 
 
 def _tiny() -> GuidingConfig:
@@ -87,41 +89,4 @@ PRESETS = {"paper": GuidingConfig, "paper-v1": _paper_v1, "tiny": _tiny}
 
 
 def preset(name: str) -> GuidingConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
-
-
-def as_dict(config) -> dict:
-    return dataclasses.asdict(config)
-
-
-def override(config, values: dict):
-    """A copy of a config dataclass with fields replaced; values are converted to the field's type."""
-    fields = {f.name: f for f in dataclasses.fields(config)}
-    changes = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ValueError(f"{type(config).__name__} has no field {key!r}; fields: {', '.join(sorted(fields))}")
-        current = getattr(config, key)
-        changes[key] = _convert(value, current, key)
-    return dataclasses.replace(config, **changes)
-
-
-def _convert(value, current, key: str):
-    if not isinstance(value, str):
-        return tuple(value) if isinstance(current, tuple) else value
-    try:
-        if isinstance(current, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, tuple):
-            return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise ValueError(f"{key}={value!r}: expected a value like {current!r}") from None
-    return value
+    return pick_preset(PRESETS, name, "stage 1 (guiding)")

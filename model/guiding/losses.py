@@ -24,12 +24,6 @@ def iou(mask: Tensor, target: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
-def psnr(image: Tensor, target: Tensor) -> Tensor:
-    """[B] PSNR in dB of images [B, 3, H, W] in [0, 1]."""
-    mse = ((image.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
 def uniform_laplacian(verts: Tensor, faces: Tensor) -> Tensor:
     """Mean squared uniform Laplacian ||v - mean(neighbours)||^2. verts: [B, N, 3]; faces: [F, 3]."""
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.profiler import record_function
 
+from datasets.config import validate
 from model.guiding.canonical import CanonicalFrame, world_transform
 from model.guiding.config import GuidingConfig
 from model.guiding.mean_shape import MeanShape
@@ -113,7 +113,7 @@ class GuidingModel(MotionDeformation):
         """landmarks: [L, 3] initial canonical landmarks P0 (the training set's mean); initialise: fit f_mean
         to the initial head shape (skipped when a checkpoint's weights will be loaded)."""
         super().__init__()
-        config.validate()
+        validate(config)
         c = self.config = config
         self.frame = frame
         for name, value in frame.state().items():
@@ -164,11 +164,3 @@ class GuidingModel(MotionDeformation):
 def _affine(points: Tensor, M: Tensor, t: Tensor) -> Tensor:
     """points: [B, N, 3]; M: [B, 3, 3]; t: [B, 3] -> [B, N, 3] = M p + t per sample."""
     return points @ M.transpose(1, 2) + t[:, None]
-
-
-def resize_images(images: Tensor, size: int) -> Tensor:
-    """images: [B, C, H, W] float -> [B, C, size, size] (area average when shrinking)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    mode = "area" if images.shape[-1] > size else "bilinear"
-    return F.interpolate(images, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))

@@ -19,28 +19,6 @@ def skew(v: Tensor) -> Tensor:
     return torch.stack([zero, -v[:, 2], v[:, 1], v[:, 2], zero, -v[:, 0], -v[:, 1], v[:, 0], zero], 1).view(-1, 3, 3)
 
 
-class FrameTable:
-    """Row of every (clip, frame) of a shard set's clips, for per-frame parameters; `frame` is the sample's
-    frame index in its store clip (0 .. len(frame_ids) - 1)."""
-
-    def __init__(self, clips: list[dict]):
-        self.rows: dict[tuple[int, int], int] = {}
-        for c, clip in enumerate(clips):
-            for t in range(len(clip["frame_ids"])):
-                self.rows[(c, t)] = len(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def index(self, clip: Tensor, frame: Tensor) -> Tensor:
-        """clip, frame: [B] -> [B] rows."""
-        try:
-            rows = [self.rows[(int(c), int(f))] for c, f in zip(clip.tolist(), frame.tolist(), strict=True)]
-        except KeyError as exc:
-            raise KeyError(f"(clip, frame) {exc.args[0]} is not in the shard set's clip list") from None
-        return torch.tensor(rows, dtype=torch.long, device=clip.device)
-
-
 class PoseRefinement(nn.Module):
     """A small rigid correction per frame, applied in canonical space before the fitted pose:
     c -> exp([w]x) c + tau. Starts at the identity (the fitted pose)."""

@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from datasets.errors import UserError
 
-class ModelFileError(ValueError):
+
+class ModelFileError(UserError, ValueError):
     """A morphable model file (or its landmark file) exists but is not what it should be: the message
     names the file and what is wrong with it."""
 

@@ -1,4 +1,5 @@
-"""For tests and benchmarks: small synthetic morphable models written in the real file formats, with the ground truth to check a
+"""For tests and benchmarks: small synthetic morphable models written in the real file formats, with the
+ground truth to check a
 loader against (numpy, float64, written independently of model/morphable).
 
     path, landmarks_path, truth = make_model_files(tmp_dir, "flame")

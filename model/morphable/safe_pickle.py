@@ -32,13 +32,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from datasets.errors import UserError
+
 try:
     from numpy._core import multiarray as _multiarray
 except ImportError:  # numpy < 1.26
     from numpy.core import multiarray as _multiarray
 
 
-class PickleRefusedError(pickle.UnpicklingError):
+class PickleRefusedError(UserError, pickle.UnpicklingError):
     """The pickle asks for something outside the allowed data classes; nothing it names was run."""
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from datasets.errors import UserError
+
 # torchvision's configuration "D": channel counts, "M" = 2x2 max pool.
 CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                  512, 512, 512, "M", 512, 512, 512, "M")
@@ -27,7 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FULL_DEPTH = 30  # len(torchvision.models.vgg16().features)
 
 
-class VGGWeightsError(ValueError):
+class VGGWeightsError(UserError, ValueError):
     """The VGG16 weights file is missing, unreadable or does not match the network."""
 
 

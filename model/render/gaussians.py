@@ -39,6 +39,7 @@ transmittance is an exclusive cumprod of (1 - alpha) with skipped entries set to
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -124,6 +125,96 @@ def project_gaussians(
     return means2d, conics, depths, radii
 
 
+@dataclass
+class TileBins:
+    """The (tile, Gaussian) pairs of a splat: for every tile of every camera its Gaussians, depth-sorted."""
+
+    pair_gid: Tensor  # [M] flat (camera, Gaussian) index of each pair, grouped by tile, front to back
+    counts: Tensor  # [C*th*tw] pairs per tile
+    offsets: Tensor  # [C*th*tw] first pair of each tile
+    tiles: Tensor  # [n] the tiles with pairs, most pairs first (the order they are composited in)
+    tw: int  # tiles across
+    th: int  # tiles down
+
+
+def bin_tiles(means2d: Tensor, depths: Tensor, radii: Tensor, width: int, height: int, tile_size: int) -> TileBins:
+    """Each visible Gaussian (radii > 0) of means2d [C,N,2] against every tile its 3-sigma square overlaps,
+    the pairs sorted by (camera, tile, depth)."""
+    C, N = depths.shape
+    dev, ts = depths.device, tile_size
+    tw, th = math.ceil(width / ts), math.ceil(height / ts)
+    with torch.no_grad():
+        order = torch.argsort(depths.masked_fill(radii == 0, float("inf")), dim=1, stable=True)  # [C,N]
+        r = radii.gather(1, order).reshape(-1).to(means2d.dtype)
+        gid = (order + torch.arange(C, device=dev)[:, None] * N).reshape(-1)  # flat (c, n), depth-sorted per c
+        cam = torch.arange(C, device=dev).repeat_interleave(N)
+        keep = r > 0
+        gid, cam, r = gid[keep], cam[keep], r[keep]
+        mxy = means2d.detach().reshape(C * N, 2)[gid]
+        x0 = torch.floor((mxy[:, 0] - r) / ts).clamp(0, tw - 1).long()
+        x1 = torch.floor((mxy[:, 0] + r) / ts).clamp(0, tw - 1).long()
+        y0 = torch.floor((mxy[:, 1] - r) / ts).clamp(0, th - 1).long()
+        y1 = torch.floor((mxy[:, 1] + r) / ts).clamp(0, th - 1).long()
+        nx, ny = x1 - x0 + 1, y1 - y0 + 1
+        cnt = nx * ny
+        pg = torch.repeat_interleave(torch.arange(gid.numel(), device=dev), cnt)
+        local = torch.arange(pg.numel(), device=dev) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
+        tx = x0[pg] + local % nx[pg]
+        ty = y0[pg] + local // nx[pg]
+        tile_key = (cam[pg] * th + ty) * tw + tx
+        tile_key, perm = torch.sort(tile_key, stable=True)
+        counts = torch.bincount(tile_key, minlength=C * tw * th)
+        tiles = torch.nonzero(counts).squeeze(1)
+        tiles = tiles[torch.argsort(counts[tiles], descending=True, stable=True)]
+    return TileBins(gid[pg[perm]], counts, torch.cumsum(counts, 0) - counts, tiles, tw, th)
+
+
+def composite_tiles(grp: Tensor, bins: TileBins, m2: Tensor, con: Tensor, opac: Tensor, cols: Tensor, width: int,
+                    height: int, tile_size: int, seg: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Front-to-back alpha compositing of a group of tiles grp [k] (each pixel its Gaussians `seg` at a
+    time), with gsplat's rules. m2 [C*N,2], con [C*N,3], opac [C*N], cols [C*N,D] flat over (camera,
+    Gaussian). -> (flat pixel index [M], colour [M,D], transmittance [M]) of the tiles' pixels in the image."""
+    ts, tw, th = tile_size, bins.tw, bins.th
+    P, D, dt, dev = ts * ts, cols.shape[-1], m2.dtype, m2.device
+    with torch.no_grad():
+        lp = torch.arange(P, device=dev)
+        g_cam = grp // (tw * th)
+        g_ty = (grp % (tw * th)) // tw
+        g_tx = grp % tw
+        px = g_tx[:, None] * ts + lp % ts  # [k,P]
+        py = g_ty[:, None] * ts + lp // ts
+        pix_ok = (px < width) & (py < height)
+        pix = (g_cam[:, None] * height + py) * width + px
+        g_off, g_cnt = bins.offsets[grp], bins.counts[grp]
+    L = int(g_cnt.max())
+    pxy = torch.stack([px, py], -1).to(dt)  # [k,P,2]
+    T = torch.ones(grp.numel(), P, dtype=dt, device=dev)
+    done = torch.zeros(grp.numel(), P, dtype=torch.bool, device=dev)
+    acc = torch.zeros(grp.numel(), P, D, dtype=dt, device=dev)
+    for s in range(0, L, seg):
+        with torch.no_grad():
+            j = s + torch.arange(seg, device=dev)
+            ok = j[None, :] < g_cnt[:, None]  # [k,seg]
+            idx = torch.where(ok, g_off[:, None] + j[None, :], torch.zeros_like(j[None, :]))
+            g = torch.where(ok, bins.pair_gid[idx], torch.zeros_like(idx))
+        d = pxy[:, :, None, :] - m2[g][:, None, :, :]  # [k,P,seg,2]
+        cg = con[g][:, None]  # [k,1,seg,3]
+        q = cg[..., 0] * d[..., 0] ** 2 + 2 * cg[..., 1] * d[..., 0] * d[..., 1] + cg[..., 2] * d[..., 1] ** 2
+        a = (opac[g][:, None, :] * torch.exp(-0.5 * q)).clamp_max(ALPHA_MAX)
+        with torch.no_grad():
+            use = ok[:, None, :] & (q <= SIGMA_CUT**2) & (a >= ALPHA_MIN)
+        a = torch.where(use, a, torch.zeros_like(a))
+        with torch.no_grad():
+            T_after = T[..., None] * torch.cumprod(1 - a, dim=-1)  # [k,P,seg]
+            inc = ~done[..., None] & (T_after > T_MIN)
+            done = done | (use & ~inc).any(-1)
+        a = torch.where(inc, a, torch.zeros_like(a))
+        T_before = T[..., None] * torch.cumprod(torch.cat([torch.ones_like(a[..., :1]), 1 - a[..., :-1]], -1), -1)
+        acc = acc + torch.einsum("kps,ksd->kpd", a * T_before, cols[g])
+        T = T * torch.prod(1 - a, dim=-1)
+    return pix[pix_ok], acc[pix_ok], T[pix_ok]
+
+
 def rasterize_gaussians(
     means: Tensor,
     quats: Tensor,
@@ -141,7 +232,8 @@ def rasterize_gaussians(
     eps2d: float = 0.3,
     max_pairs: int = 1 << 22,
 ) -> tuple[Tensor, Tensor]:
-    """Tile-based front-to-back splatting. -> image [C,H,W,D], alpha [C,H,W]. See the module docstring."""
+    """Tile-based front-to-back splatting. -> image [C,H,W,D], alpha [C,H,W]. See the module docstring.
+    Tiles are composited in groups whose (pixel, Gaussian) work stays within `max_pairs`."""
     C, N = K.shape[0], means.shape[0]
     D = colors.shape[-1]
     dev, dt = means.device, means.dtype
@@ -152,90 +244,21 @@ def rasterize_gaussians(
     opac = opacities.expand(C, N).reshape(C * N)
     m2 = means2d.reshape(C * N, 2)
     con = conics.reshape(C * N, 3)
-
-    ts = tile_size
-    tw, th = math.ceil(width / ts), math.ceil(height / ts)
-    n_tiles = C * tw * th
-    P = ts * ts
-
-    # (tile, gaussian) pairs, sorted by (camera, tile, depth).
-    with torch.no_grad():
-        order = torch.argsort(depths.masked_fill(radii == 0, float("inf")), dim=1, stable=True)  # [C,N]
-        r = radii.gather(1, order).reshape(-1).to(dt)
-        gid = (order + torch.arange(C, device=dev)[:, None] * N).reshape(-1)  # flat (c, n), depth-sorted per c
-        cam = torch.arange(C, device=dev).repeat_interleave(N)
-        keep = r > 0
-        gid, cam, r = gid[keep], cam[keep], r[keep]
-        mxy = m2.detach()[gid]
-        x0 = torch.floor((mxy[:, 0] - r) / ts).clamp(0, tw - 1).long()
-        x1 = torch.floor((mxy[:, 0] + r) / ts).clamp(0, tw - 1).long()
-        y0 = torch.floor((mxy[:, 1] - r) / ts).clamp(0, th - 1).long()
-        y1 = torch.floor((mxy[:, 1] + r) / ts).clamp(0, th - 1).long()
-        nx, ny = x1 - x0 + 1, y1 - y0 + 1
-        cnt = nx * ny
-        pg = torch.repeat_interleave(torch.arange(gid.numel(), device=dev), cnt)
-        local = torch.arange(pg.numel(), device=dev) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
-        tx = x0[pg] + local % nx[pg]
-        ty = y0[pg] + local // nx[pg]
-        tile_key = (cam[pg] * th + ty) * tw + tx
-        tile_key, perm = torch.sort(tile_key, stable=True)
-        pair_gid = gid[pg[perm]]
-        counts = torch.bincount(tile_key, minlength=n_tiles)
-        offsets = torch.cumsum(counts, 0) - counts
-        tiles = torch.nonzero(counts).squeeze(1)
-        tiles = tiles[torch.argsort(counts[tiles], descending=True, stable=True)]
-        counts_l, tiles_l = counts.tolist(), tiles.tolist()
-        # pixel grid of a tile
-        lp = torch.arange(P, device=dev)
-        ly, lx = lp // ts, lp % ts
-
+    bins = bin_tiles(means2d, depths, radii, width, height, tile_size)
+    P = tile_size * tile_size
+    counts_l, tiles_l = bins.counts.tolist(), bins.tiles.tolist()
     budget = max(max_pairs, P)
     pix_parts, col_parts, T_parts = [], [], []
     i = 0
-    while i < len(tiles_l):
+    while i < len(tiles_l):  # tiles sorted by pair count: the first of a group is its longest
         L = counts_l[tiles_l[i]]
         seg = min(L, max(1, budget // P))
         k = max(1, budget // (P * seg))
-        grp = tiles[i : i + k]
+        pix, acc, T = composite_tiles(bins.tiles[i:i + k], bins, m2, con, opac, cols, width, height, tile_size, seg)
         i += k
-        with torch.no_grad():
-            g_cam = grp // (tw * th)
-            g_ty = (grp % (tw * th)) // tw
-            g_tx = grp % tw
-            px = g_tx[:, None] * ts + lx  # [k,P]
-            py = g_ty[:, None] * ts + ly
-            pix_ok = (px < width) & (py < height)
-            pix = (g_cam[:, None] * height + py) * width + px
-            g_off, g_cnt = offsets[grp], counts[grp]
-        pxy = torch.stack([px, py], -1).to(dt)  # [k,P,2]
-        T = torch.ones(grp.numel(), P, dtype=dt, device=dev)
-        done = torch.zeros(grp.numel(), P, dtype=torch.bool, device=dev)
-        acc = torch.zeros(grp.numel(), P, D, dtype=dt, device=dev)
-        for s in range(0, L, seg):
-            with torch.no_grad():
-                j = s + torch.arange(seg, device=dev)
-                ok = j[None, :] < g_cnt[:, None]  # [k,seg]
-                idx = torch.where(ok, g_off[:, None] + j[None, :], torch.zeros_like(j[None, :]))
-                g = torch.where(ok, pair_gid[idx], torch.zeros_like(idx))
-            d = pxy[:, :, None, :] - m2[g][:, None, :, :]  # [k,P,seg,2]
-            cg = con[g][:, None]  # [k,1,seg,3]
-            q = cg[..., 0] * d[..., 0] ** 2 + 2 * cg[..., 1] * d[..., 0] * d[..., 1] + cg[..., 2] * d[..., 1] ** 2
-            a = (opac[g][:, None, :] * torch.exp(-0.5 * q)).clamp_max(ALPHA_MAX)
-            with torch.no_grad():
-                use = ok[:, None, :] & (q <= SIGMA_CUT**2) & (a >= ALPHA_MIN)
-            a = torch.where(use, a, torch.zeros_like(a))
-            with torch.no_grad():
-                T_after = T[..., None] * torch.cumprod(1 - a, dim=-1)  # [k,P,seg]
-                inc = ~done[..., None] & (T_after > T_MIN)
-                done = done | (use & ~inc).any(-1)
-            a = torch.where(inc, a, torch.zeros_like(a))
-            T_before = T[..., None] * torch.cumprod(torch.cat([torch.ones_like(a[..., :1]), 1 - a[..., :-1]], -1), -1)
-            w = a * T_before
-            acc = acc + torch.einsum("kps,ksd->kpd", w, cols[g])
-            T = T * torch.prod(1 - a, dim=-1)
-        pix_parts.append(pix[pix_ok])
-        col_parts.append(acc[pix_ok])
-        T_parts.append(T[pix_ok])
+        pix_parts.append(pix)
+        col_parts.append(acc)
+        T_parts.append(T)
 
     total = C * height * width
     image = torch.zeros(total, D, dtype=dt, device=dev)

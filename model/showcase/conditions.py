@@ -12,8 +12,9 @@ from torch import Tensor
 from datasets.shards.manifest import Manifest
 from datasets.streaming import ShardDataset
 from model.guiding.config import GuidingConfig
-from model.guiding.model import resize_images
-from model.guiding.motion import FrameTable
+from model.images import resize_images
+from model.train.data import ShardSetError
+from model.train.frames import FrameTable
 
 
 @dataclass
@@ -32,7 +33,7 @@ def clip_index(manifest: Manifest, name: str) -> int:
         return clips.index(name)
     if name.isdigit() and int(name) < len(clips):
         return int(name)
-    raise ValueError(f"no clip {name!r} in the shard set; clips: {', '.join(clips[:12])}"
+    raise ShardSetError(f"no clip {name!r} in the shard set; clips: {', '.join(clips[:12])}"
                      f"{' ...' if len(clips) > 12 else ''}")
 
 
@@ -42,7 +43,7 @@ def subject_clip(manifest: Manifest, subject: str) -> int:
         if clip["identity"] == subject:
             return k
     names = sorted({c["identity"] for c in manifest.doc["clips"]})
-    raise ValueError(f"no subject {subject!r} in the shard set; subjects: {', '.join(names)}")
+    raise ShardSetError(f"no subject {subject!r} in the shard set; subjects: {', '.join(names)}")
 
 
 def _tensor(images: np.ndarray, size: int) -> Tensor:
@@ -67,11 +68,11 @@ def clip_frames(url: str, clip: int, config: GuidingConfig, frames: FrameTable, 
         if (limit and len(picked) >= limit) or (frame_ids is not None and len(picked) == len(set(frame_ids))):
             break
     if not picked:
-        raise ValueError(f"clip {clip} has no readable frames in {url}")
+        raise ShardSetError(f"clip {clip} has no readable frames in {url}")
     order = frame_ids if frame_ids is not None else sorted(picked)
     missing = [t for t in order if t not in picked]
     if missing:
-        raise ValueError(f"clip {clip} has no frames {missing} in {url}")
+        raise ShardSetError(f"clip {clip} has no frames {missing} in {url}")
     samples = [picked[t] for t in order]
     crops = np.concatenate([s["condition"].numpy() for s in samples])
     non_face = np.concatenate([s["non_face"].numpy() for s in samples])

@@ -7,14 +7,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasets.errors import UserError
+from datasets.image_grid import labelled_grid
 from datasets.shards.reader import ShardReader
 from model.load import Trained, frame_table, load_trained
-from model.render.video import labelled_grid, write_animation
+from model.render.video import write_animation
 from model.showcase.conditions import clip_frames, clip_index, subject_clip
 from model.showcase.render import motion_codes, random_identities, render, ring
 
 
-class RenderError(ValueError):
+class RenderError(UserError, ValueError):
     """A render request that cannot be met, with the reason for the user."""
 
 

@@ -10,11 +10,13 @@ import random
 import numpy as np
 import torch
 
+from datasets.errors import UserError
+
 FORMAT = "headforge-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that this code cannot use (another format, version, stage or preset)."""
 
 

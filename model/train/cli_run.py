@@ -2,58 +2,43 @@
 
 from __future__ import annotations
 
-import tomllib
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from datasets.shards.manifest import ManifestError
+from datasets.config import apply_assignments, apply_tables, read_toml, update
+from datasets.errors import ConfigError, UserError
 from datasets.shards.reader import ShardCorruptError
 from datasets.shards.storage import ShardMissingError
 from model.gaussian import config as gaussian_config
 from model.guiding import config as guiding_config
-from model.guiding.config import override
-from model.nets.vgg import VGGWeightsError
-from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
-from model.train.data import ShardSetError
 
 STAGES = {"guiding": guiding_config.preset, "gaussian": gaussian_config.preset}  # stage -> its presets
 
 
-class TrainRunError(RuntimeError):
+class TrainRunError(UserError, RuntimeError):
     """A training run that cannot start or continue, with the reason for the user."""
 
 
 def build_configs(cli_values: dict, config_file: str | None, sets: list[str], storage_options: dict,
                   stage: str = "guiding") -> tuple[TrainConfig, object]:
-    """-> (TrainConfig, the stage's model config: GuidingConfig or GaussianConfig).
-    Precedence: dataclass defaults < preset < TOML file < command line."""
-    doc = {}
-    if config_file:
-        try:
-            with open(config_file, "rb") as f:
-                doc = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise TrainRunError(f"cannot read {config_file}: {exc}") from None
-        unknown = set(doc) - {"train", "model"}
-        if unknown:
-            raise TrainRunError(f"{config_file}: unknown tables {sorted(unknown)} (use [train] and [model])")
-    try:
-        train = override(TrainConfig(), {**doc.get("train", {}), **cli_values})
-        if storage_options:
-            train = override(train, {"storage_options": storage_options})
-        model = override(STAGES[stage](train.preset), doc.get("model", {}))
-        pairs = {}
-        for item in sets:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
-            pairs[key.strip()] = value.strip()
-        model = override(model, pairs)
-        model.validate()
-    except ValueError as exc:
-        raise TrainRunError(str(exc)) from None
+    """-> (TrainConfig, the stage's model config: GuidingConfig or GaussianConfig), built the way every
+    command builds its configs (datasets/config.py): defaults < preset < TOML file ([train], [model]) <
+    command-line options < --set train.FIELD=VALUE / model.FIELD=VALUE (a bare FIELD=VALUE is a model field)."""
+    doc = read_toml(config_file) if config_file else {}
+    unknown = set(doc) - {"train", "model"}
+    if unknown:
+        raise ConfigError(f"{config_file}: unknown tables {sorted(unknown)} (it takes [train] and [model])")
+    train = TrainConfig()
+    apply_tables({"train": doc.get("train", {})}, {"train": train}, ["train"], config_file or "")
+    update(train, cli_values, "train")
+    if storage_options:
+        update(train, {"storage_options": storage_options}, "train")
+    train_sets = [s for s in sets if s.strip().startswith("train.")]
+    apply_assignments(train_sets, {"train": train}, ["train", "model"])  # the preset may be chosen here
+    model = STAGES[stage](train.preset)
+    apply_tables({"model": doc.get("model", {})}, {"model": model}, ["model"], config_file or "")
+    apply_assignments([s for s in sets if s not in train_sets], {"model": model}, ["train", "model"], default="model")
     if not train.shards:
         raise TrainRunError("no shard set given")
     return train, model
@@ -68,11 +53,7 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
         from model.train.guiding_trainer import GuidingTrainer as trainer_class
     else:
         from model.train.gaussian_trainer import GaussianTrainer as trainer_class
-    try:
-        trainer = trainer_class(train, model)
-    except (ShardSetError, CheckpointError, ManifestError, ShardMissingError, ShardCorruptError, VGGWeightsError,
-            FileNotFoundError) as exc:
-        raise TrainRunError(str(exc)) from None
+    trainer = trainer_class(train, model)  # bad data, checkpoints or weights raise UserErrors (cli.py)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if stage == "gaussian":
         source = trainer.source

@@ -9,29 +9,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datasets.cameras import scale_intrinsics
+from datasets.errors import UserError
+from datasets.schema import SHARDS, producing_stage
 from datasets.shards.manifest import Manifest, use_mask
 from datasets.shards.reader import ShardReader
-from model.guiding.canonical import head_landmarks
+from model.fitting.geometry import to_head_frame
 from model.guiding.config import GuidingConfig
-from model.guiding.model import Inputs, resize_images
-from model.guiding.motion import FrameTable
+from model.guiding.model import Inputs
+from model.images import resize_images
+from model.train.frames import FrameTable
 
-# array -> the preprocessing stage that makes it
-STAGE1_ARRAYS = {
-    "rgb": "ingest", "K": "ingest", "world_to_cam": "ingest", "view_ok": "ingest",
-    "alpha": "matting", "pose": "fitting", "scale": "fitting", "lmk3d": "fitting (3D landmarks)",
-    "face_crop": "crops", "crop_ok": "crops", "face_mask": "crops (non-face images)",
-    "identity": "build-shards", "clip": "build-shards", "frame": "build-shards", "heldout": "build-shards",
-}
+# the shard-set arrays stage 1 reads (what makes each: datasets/schema.py)
+STAGE1_ARRAYS = ("rgb", "K", "world_to_cam", "view_ok", "alpha", "pose", "scale", "lmk3d", "face_crop", "crop_ok",
+                 "face_mask", "identity", "clip", "frame", "heldout")
 
 
-class ShardSetError(ValueError):
+class ShardSetError(UserError, ValueError):
     """The shard set cannot train this stage."""
 
 
 def check_stage1(manifest: Manifest, url: str, split: str = "train") -> None:
     """One clear error, before training starts, when the shard set lacks what stage 1 needs."""
-    missing = [f"{name} ({stage})" for name, stage in STAGE1_ARRAYS.items() if name not in manifest.arrays]
+    missing = [f"{name} ({producing_stage(name)} ({SHARDS[name].doc}))" for name in STAGE1_ARRAYS
+               if name not in manifest.arrays]
     if missing:
         raise ShardSetError(f"{url} lacks what stage 1 needs: {', '.join(missing)}. Run those preprocessing "
                             "stages on the source stores and rebuild the shards (python cli.py build-shards).")
@@ -50,22 +51,12 @@ def mean_head_landmarks(reader: ShardReader, split: str = "train") -> np.ndarray
         rows = use_mask(raw["view_ok"], raw["heldout"], "train").any(axis=1)
         rows &= np.isfinite(raw["lmk3d"]).all(axis=(1, 2)) & (raw["scale"] > 0)
         if rows.any():
-            head = head_landmarks(raw["pose"][rows].astype(np.float64), raw["scale"][rows].astype(np.float64),
-                                  raw["lmk3d"][rows].astype(np.float64))
+            head = to_head_frame(raw["lmk3d"][rows], raw["pose"][rows], raw["scale"][rows])
             total += head.sum(0)
             count += int(rows.sum())
     if count == 0:
         raise ShardSetError(f"no frame of the {split!r} split has finite fitted landmarks")
     return total / count
-
-
-def scale_intrinsics(K: Tensor, factor: float) -> Tensor:
-    """K: [..., 3, 3] for pixel centres at integer coordinates, after resizing the image by `factor`."""
-    K = K.clone()
-    K[..., 0, 0] *= factor
-    K[..., 1, 1] *= factor
-    K[..., :2, 2] = (K[..., :2, 2] + 0.5) * factor - 0.5
-    return K
 
 
 @dataclass

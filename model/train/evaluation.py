@@ -9,9 +9,9 @@ import torch
 from datasets.streaming import ShardDataset
 from model.guiding.config import GuidingConfig
 from model.guiding.losses import iou
-from model.guiding.motion import FrameTable
 from model.metrics import psnr, ssim
-from model.train.data import prepare_batch
+from model.train.data import ShardSetError, prepare_batch
+from model.train.frames import FrameTable
 
 
 def heldout_views(manifest) -> tuple[str, int]:
@@ -44,7 +44,7 @@ def evaluate_model(model: torch.nn.Module, config: GuidingConfig, data: ShardDat
         if seen >= limit:
             break
     if not psnrs:
-        raise ValueError("the shard set has no frames to evaluate on")
+        raise ShardSetError("the shard set has no frames to evaluate on")
     return {"iou": float(torch.cat(ious).mean()), "psnr": float(torch.cat(psnrs).mean()),
             "ssim": float(torch.cat(ssims).mean()), "views": float(sum(len(x) for x in ious)),
             "heldout": float(heldout)}

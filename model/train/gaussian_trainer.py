@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from datasets.config import as_dict, override, validate
 from model.gaussian import init as gaussian_init
 from model.gaussian.config import GaussianConfig
 from model.gaussian.losses import GaussianLossTerms, gaussian_loss
 from model.gaussian.model import GaussianModel
 from model.guiding.canonical import CanonicalFrame
-from model.guiding.config import GuidingConfig, as_dict, override
+from model.guiding.config import GuidingConfig
 from model.guiding.model import GuidingModel
 from model.nets.vgg import PerceptualLoss
 from model.train import checkpoint
@@ -35,7 +36,7 @@ class GaussianTrainer(Trainer):
     SAMPLE = "stage2"
 
     def __init__(self, train: TrainConfig, config: GaussianConfig, log: bool = True):
-        config.validate()
+        validate(config)
         self.gaussian_config = config
         super().__init__(train, log)
         resume = self.resume

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from datasets.config import as_dict, validate
 from model.guiding.canonical import CanonicalFrame
-from model.guiding.config import GuidingConfig, as_dict
+from model.guiding.config import GuidingConfig
 from model.guiding.losses import LossTerms, guiding_loss
 from model.guiding.model import GuidingModel
 from model.train.config import TrainConfig
@@ -25,7 +26,7 @@ class GuidingTrainer(Trainer):
     SAMPLE = "stage1"
 
     def __init__(self, train: TrainConfig, model_config: GuidingConfig, log: bool = True):
-        model_config.validate()
+        validate(model_config)
         self.config = model_config
         super().__init__(train, log)
         resume = self.resume

@@ -9,16 +9,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datasets.image_grid import labelled_grid
+
 
 def image_grid(rows: list[Tensor]) -> Tensor:
-    """rows: each [V, C, H, W] with C 1 or 3, values in [0, 1], same H, W -> [3, rows*H, V*W]."""
-    out = []
+    """rows: each [V, C, H, W] with C 1 or 3, values in [0, 1], same H, W -> [3, rows*H, V*W] (views side
+    by side, 8-bit like the preview PNGs)."""
+    tiles = []
     for r in rows:
         r = r.detach().float().clamp(0, 1).cpu()
         if r.shape[1] == 1:
             r = r.expand(-1, 3, -1, -1)
-        out.append(torch.cat(list(r), dim=2))  # views side by side
-    return torch.cat(out, dim=1)
+        images = (r.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # [V, H, W, 3]
+        tiles.append([np.ascontiguousarray(img) for img in images])
+    return torch.from_numpy(labelled_grid(tiles, pad=0)).permute(2, 0, 1).float() / 255
 
 
 class RunLog:

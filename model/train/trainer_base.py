@@ -18,11 +18,12 @@ import torch
 from torch.profiler import record_function
 
 from datasets.streaming import ShardDataset, StreamingLoader
-from model.guiding.motion import FrameTable, project_norm_
+from model.guiding.motion import project_norm_
 from model.train import checkpoint
 from model.train.config import TrainConfig
 from model.train.data import check_stage1
 from model.train.evaluation import evaluate_model, evaluation_data, heldout_views
+from model.train.frames import FrameTable
 from model.train.run_log import RunLog
 
 

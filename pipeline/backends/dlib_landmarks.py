@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from pipeline.backends.face_result import FaceResult, choose_face
 from datasets.weights import MissingWeightsError, require_file
+from pipeline.backends.face_result import FaceResult, choose_face
 
 SHAPE_FILE = "shape_predictor_68_face_landmarks.dat"
 EMBEDDING_FILE = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d face descriptor (same folder)

@@ -15,12 +15,6 @@ from datasets.cameras import project
 from pipeline.backends.face_align import apply
 
 
-def local_landmarks(lmk3d: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """World landmarks [T, 68, 3] -> head frame [T, 68, 3] (pose [T, 4, 4], scale [T] removed)."""
-    R, t = pose[:, :3, :3].astype(np.float64), pose[:, :3, 3].astype(np.float64)
-    return np.einsum("tji,tlj->tli", R, lmk3d - t[:, None]) / np.asarray(scale, np.float64)[:, None, None]
-
-
 def inter_ocular(shape: np.ndarray) -> float:
     """Distance between the eye centres of landmarks [68, 2|3]."""
     return float(np.linalg.norm(shape[36:42].mean(0) - shape[42:48].mean(0)))

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from pipeline.backends.face_result import FaceResult, choose_face
 from datasets.weights import require_file
+from pipeline.backends.face_result import FaceResult, choose_face
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"  # the file face-alignment 1.5.0 loads for 2D landmarks
 SFD_FILE = "s3fd-619a316812.pth"

@@ -10,12 +10,12 @@ import pytest
 import zarr
 
 import datasets.image_codec  # noqa: F401  (registers the codec for plain zarr)
+from datasets.capture.coloured_store import BAD_FIT_FRAME, decode_colour, make_store, usable_items
 from datasets.shards.build import BuildOptions, ShardBuildError, build_shards
 from datasets.shards.manifest import digest
 from datasets.shards.select import SelectionError
 from datasets.shards.verify import verify_shards
 from datasets.store import Store
-from datasets.capture.coloured_store import BAD_FIT_FRAME, decode_colour, make_store, usable_items
 
 
 @pytest.fixture(scope="module")

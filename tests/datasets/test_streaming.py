@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
+from datasets.capture.coloured_store import decode_colour, make_store, usable_items
 from datasets.shards.build import BuildOptions, build_shards
 from datasets.shards.reader import ShardCorruptError
 from datasets.shards.storage import ShardMissingError
 from datasets.streaming import MixtureDataset, ShardDataset, StreamingLoader
-from datasets.capture.coloured_store import decode_colour, make_store, usable_items
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.image_grid import labelled_grid
 from model.render.cameras import fov_to_fit, intrinsics_for, look_at, orbit_cameras
-from model.render.video import labelled_grid, read_gif_frames, read_mp4_frames, write_animation
+from model.render.video import read_gif_frames, read_mp4_frames, write_animation
 
 
 def project(

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.config import override
 from model.gaussian import init as gaussian_init
 from model.gaussian.config import GaussianConfig
 from model.gaussian.model import GaussianModel
 from model.gaussian.quaternions import matrix_to_quat, quat_multiply
 from model.guiding.canonical import CanonicalFrame
-from model.guiding.config import override, preset
+from model.guiding.config import preset
 from model.guiding.model import GuidingModel, Inputs
 from model.render.gaussians import quat_to_rotmat
 from model.render.splat import render_gaussians

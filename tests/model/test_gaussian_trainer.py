@@ -7,14 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from datasets.config import override
 from model.gaussian.config import preset as gaussian_preset
-from model.guiding.config import override
+from model.head_shards import make_head_shards
 from model.render.video import read_gif_frames
 from model.train import checkpoint
 from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
 from model.train.gaussian_trainer import GaussianTrainer
-from model.head_shards import make_head_shards
 from tests.model.test_guiding_trainer import _trainer as guiding_trainer
 
 STAGE2 = {"batch_size": 2, "backend": "torch"}

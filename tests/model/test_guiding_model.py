@@ -9,15 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from datasets.cameras import scale_intrinsics
+from datasets.config import override
+from model.fitting.geometry import to_head_frame
 from model.fitting.template import build_template
-from model.guiding.canonical import CanonicalFrame, head_landmarks, world_transform
-from model.guiding.config import override, preset
+from model.guiding.canonical import CanonicalFrame, world_transform
+from model.guiding.config import preset
 from model.guiding.losses import iou_loss, landmarks_to_canonical, uniform_laplacian
 from model.guiding.mean_shape import MeanShape, initial_sdf
 from model.guiding.model import GuidingModel
 from model.guiding.motion import PoseRefinement, expression_weights, project_norm_
 from model.nets.encoder import ConvEncoder
-from model.train.data import scale_intrinsics
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:
@@ -113,7 +115,7 @@ def test_canonical_frame_round_trip():
     pose[:, :3, 3] = rng.normal(size=(T, 3))
     scale = rng.uniform(0.5, 2.0, T)
     world = scale[:, None, None] * np.einsum("tij,lj->tli", pose[:, :3, :3], template) + pose[:, None, :3, 3]
-    assert np.allclose(head_landmarks(pose, scale, world), template[None], atol=1e-9)
+    assert np.allclose(to_head_frame(world, pose, scale), template[None], atol=1e-9)
     A, b = world_transform(frame, torch.tensor(pose), torch.tensor(scale))
     can = torch.tensor(frame.to_canonical(template))
     posed = can @ A.transpose(1, 2) + b[:, None]

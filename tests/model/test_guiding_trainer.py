@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from model.guiding.config import override, preset
+from datasets.config import override
+from model.guiding.config import preset
+from model.head_shards import make_head_shards
 from model.train.checkpoint import CheckpointError
 from model.train.config import TrainConfig
 from model.train.data import ShardSetError
 from model.train.guiding_trainer import GuidingTrainer
-from model.head_shards import make_head_shards
 
 # tiny, made smaller still: a 16^3 grid and 32 px renders keep a step well under a second
 SMALL = {"grid_resolution": 16, "init_steps": 60, "mean_width": 32, "feature_dim": 16, "width": 32, "id_dim": 8,

@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.weights import MissingWeightsError
 from model.morphable import (
     MODEL_KINDS,
     ModelFileError,
     MorphableModel,
     load_morphable_model,
 )
+from model.morphable.example_files import face_mesh, make_model_files, py2_pickle_bytes
 from model.morphable.safe_pickle import (
     ChArray,
     PickleRefusedError,
     load_npy_restricted,
     load_restricted,
 )
-from datasets.weights import MissingWeightsError
-from model.morphable.example_files import face_mesh, make_model_files, py2_pickle_bytes
 
 ENV = {"bfm2009": "HEADFORGE_BFM2009", "bfm2017": "HEADFORGE_BFM2017", "flame": "HEADFORGE_FLAME"}
 LANDMARK_ENV = {"bfm2017": "HEADFORGE_BFM2017_LANDMARKS", "flame": "HEADFORGE_FLAME_LANDMARKS"}

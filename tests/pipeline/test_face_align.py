@@ -1,7 +1,14 @@
 import numpy as np
 
-from pipeline.backends.face_align import FACE_TEMPLATE, apply, face_mask, face_transform, five_points, \
-    head_transform, similarity
+from pipeline.backends.face_align import (
+    FACE_TEMPLATE,
+    apply,
+    face_mask,
+    face_transform,
+    five_points,
+    head_transform,
+    similarity,
+)
 
 
 def _face_landmarks() -> np.ndarray:

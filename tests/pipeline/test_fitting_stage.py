@@ -11,13 +11,13 @@ import pytest
 
 from datasets.store import Store
 from datasets.synthetic import SynthConfig, load_ground_truth, write_synthetic_capture
+from datasets.weights import MissingWeightsError
 from model.fitting.geometry import pose_errors_deg, rotation_angle_deg
 from model.fitting.landmark_pose import reference_poses, reference_shape
 from model.fitting.template import IBUG68_TEMPLATE, head_size
-from datasets.weights import MissingWeightsError
+from model.morphable.example_files import make_model_files
 from pipeline.runner import RefusedError, plan_run, preprocess
 from tests.helpers import ingest_config, run_config
-from model.morphable.example_files import make_model_files
 
 CLIPS = ("001/EXP-1-jawopen", "001/EXP-2-smile+brow")
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.weights import MissingWeightsError
 from pipeline.backends.liveportrait import (
     LIVEPORTRAIT_VARIABLE,
     WEIGHT_FILES,
@@ -21,7 +22,6 @@ from pipeline.backends.liveportrait import (
     find_checkout,
     half_precision_default,
 )
-from datasets.weights import MissingWeightsError
 from tests.liveportrait_standin import write_standin_checkout
 
 
