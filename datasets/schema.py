@@ -6,7 +6,7 @@ comes from from here.
 
 Sizes: T frames of a clip, V views (cameras), R working resolution, C face-crop side, N synthesized images
 per frame, P points of the landmark detector's full set, E expression coefficients, I identity
-coefficients of a morphable model.
+coefficients of a morphable model, X and S expression and shape coefficients of a released FLAME tracking.
 """
 
 from __future__ import annotations
@@ -53,6 +53,28 @@ STORE = _table(
     ArraySpec("background", "uint8", ("V", "R", "R", 3), "ingest", "background plates, same crop and resize",
               kind="clip", image="setting"),
     ArraySpec("background_ok", "bool", ("V",), "ingest", "the camera has a background plate", kind="clip"),
+    ArraySpec("released_alpha", "uint8", ("T", "V", "R", "R"), "ingest",
+              "the release's own mattes, same crop and resize", image="png", optional=True),
+    ArraySpec("released_alpha_ok", "bool", ("T", "V"), "ingest", "the release has a matte of the image",
+              optional=True),
+    ArraySpec("tracking/rotation", "float32", ("T", 3), "ingest", "released FLAME tracking: Euler XYZ, radians",
+              kind="clip", optional=True),
+    ArraySpec("tracking/translation", "float32", ("T", 3), "ingest", "released FLAME tracking: world translation",
+              kind="clip", optional=True),
+    ArraySpec("tracking/jaw", "float32", ("T", 3), "ingest", "released FLAME tracking: jaw axis-angle", kind="clip",
+              optional=True),
+    ArraySpec("tracking/neck", "float32", ("T", 3), "ingest", "released FLAME tracking: neck axis-angle",
+              kind="clip", optional=True),
+    ArraySpec("tracking/eyes", "float32", ("T", 6), "ingest", "released FLAME tracking: eyes axis-angle",
+              kind="clip", optional=True),
+    ArraySpec("tracking/expression", "float32", ("T", "X"), "ingest", "released FLAME tracking: expression",
+              kind="clip", optional=True),
+    ArraySpec("tracking/shape", "float32", ("S",), "ingest", "released FLAME tracking: shape", kind="clip",
+              optional=True),
+    ArraySpec("tracking/scale", "float32", (1,), "ingest", "released FLAME tracking: model -> world scale",
+              kind="clip", optional=True),
+    ArraySpec("tracking/ok", "bool", ("T",), "ingest", "released FLAME tracking has the frame", kind="clip",
+              optional=True),
     ArraySpec("alpha", "uint8", ("T", "V", "R", "R"), "matting", "matte", image="png"),
     ArraySpec("lmk2d", "float32", ("T", "V", 68, 3), "landmarks", "iBUG-68 x, y, confidence (0: no face)"),
     ArraySpec("lmk_full", "float32", ("T", "V", "P", 3), "landmarks",

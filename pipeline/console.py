@@ -92,7 +92,7 @@ def print_info(console: Console, info: dict[str, Any], verbose: bool = False) ->
             console.print(escape(f"  licence: {note}"))
     table = Table(title=f"{len(info['clips'])} clip(s)")
     stages = sorted({s for c in info["clips"] for s in c["stages"]})
-    for col in ("clip", "views", "frames", *[f"{s} blocks" for s in stages]):
+    for col in ("clip", "layout", "views", "frames", *[f"{s} blocks" for s in stages]):
         table.add_column(col)
     for c in info["clips"]:
         cells = []
@@ -102,8 +102,20 @@ def print_info(console: Console, info: dict[str, Any], verbose: bool = False) ->
             if p.get("stale"):
                 cell += f" ({p['stale']} stale)"
             cells.append(cell)
-        table.add_row(c["clip"], str(c["views"]), str(c["frames"]), *cells)
+        layout = f"{c.get('dataset') or ''} {c.get('layout') or ''}".strip()
+        table.add_row(c["clip"], layout, str(c["views"]), str(c["frames"]), *cells)
     console.print(table)
+    for c in info["clips"]:  # what the reader found and did (rescaled intrinsics, meta files, released data)
+        raw = c.get("raw") or {}
+        extras = list(raw.get("notes") or [])
+        if raw.get("released_mattes"):
+            extras.append(f"released mattes for {len(raw['released_mattes'])} view(s)")
+        applied = {k: v for k, v in ((c.get("color_correction") or {}).get("views") or {}).items() if v}
+        if applied:
+            kinds = sorted({v["kind"] for v in applied.values()})
+            extras.append(f"colour correction {'/'.join(kinds)} applied to {len(applied)} view(s)")
+        if extras:
+            console.print(escape(f"{c['clip']}: " + "; ".join(extras[:6]) + (" ..." if len(extras) > 6 else "")))
     if info["clips"]:
         shown = info["clips"] if verbose else info["clips"][:1]
         for c in shown:

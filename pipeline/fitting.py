@@ -13,7 +13,10 @@ Backends: `triangulate` (offline default, no model files: multi-view triangulati
 of the subject's reference landmark set; one view: the face mesh's relative depth aligned to the subject's
 reference shape, the pose from its rigid part and the rest kept as the expression, smoothed over time, see
 model/fitting/monocular.py; `monocular = "template"` poses the rigid mean template by perspective-n-point),
-`bfm2009`, `bfm2017`, `flame` (a morphable model fitted to all views of all frames at once).
+`bfm2009`, `bfm2017`, `flame` (a morphable model fitted to all views of all frames at once), `released`
+(the release's own FLAME tracking, stored by ingest as `tracking/*`, evaluated with the FLAME 2023 model
+file and converted to the store's convention, model/fitting/released_flame.py; checked by reprojecting
+its landmarks onto the 2D landmarks: views off by more than max_residual go to the ledger).
 
 What is shared by a subject (identity and scale of a model, the reference landmark set) is fitted on
 frames sampled evenly from every clip of the subject in the run, so the stage runs per subject: its
@@ -39,12 +42,12 @@ from datasets.weights import MORPHABLE_LANDMARK_VARIABLES, MORPHABLE_MODEL_VARIA
 from model.fitting.geometry import to_matrix
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
-BACKENDS = ("triangulate", "bfm2009", "bfm2017", "flame")
+BACKENDS = ("triangulate", "bfm2009", "bfm2017", "flame", "released")
 
 
 @dataclass
 class FittingConfig:
-    backend: str = "triangulate"  # triangulate (no model files) | bfm2009 | bfm2017 | flame
+    backend: str = "triangulate"  # triangulate (no model files) | bfm2009 | bfm2017 | flame | released
     model_path: str = ""  # model file; empty: $HEADFORGE_BFM2009 / $HEADFORGE_BFM2017 / $HEADFORGE_FLAME
     landmarks_path: str = ""  # FLAME landmark embedding / BFM2017 68-point index file (or the env variable)
     n_id: int = 0  # identity coefficients fitted (0: the model's default)
@@ -74,10 +77,16 @@ class FittingConfig:
         if self.smooth_pose < 0 or self.smooth_expression < 0:
             raise ConfigError("fitting.smooth_pose and smooth_expression must not be negative")
         # the file actually used is part of the config (and so of the fingerprint), not the variable
-        if self.backend in MORPHABLE_MODEL_VARIABLES and not self.model_path:
-            self.model_path = os.environ.get(MORPHABLE_MODEL_VARIABLES[self.backend], "")
-        if self.backend in MORPHABLE_LANDMARK_VARIABLES and not self.landmarks_path:
-            self.landmarks_path = os.environ.get(MORPHABLE_LANDMARK_VARIABLES[self.backend], "")
+        kind = self.model_kind
+        if kind in MORPHABLE_MODEL_VARIABLES and not self.model_path:
+            self.model_path = os.environ.get(MORPHABLE_MODEL_VARIABLES[kind], "")
+        if kind in MORPHABLE_LANDMARK_VARIABLES and not self.landmarks_path:
+            self.landmarks_path = os.environ.get(MORPHABLE_LANDMARK_VARIABLES[kind], "")
+
+    @property
+    def model_kind(self) -> str:
+        """The morphable model file the backend reads ('' for triangulate)."""
+        return "flame" if self.backend == "released" else ("" if self.backend == "triangulate" else self.backend)
 
     def settings(self):
         from model.fitting.model_fit import FitSettings
@@ -185,8 +194,19 @@ class FittingStage(Stage):
         from model.morphable import load_morphable_model
 
         cfg = self.config
-        return load_morphable_model(cfg.backend, cfg.model_path, landmarks_path=cfg.landmarks_path,
+        return load_morphable_model(cfg.model_kind, cfg.model_path, landmarks_path=cfg.landmarks_path,
                                     n_id=cfg.n_id or None, n_exp=cfg.n_exp or None, device=cfg.device)
+
+    def tracking_model(self, n_shape: int, n_expression: int):
+        """FLAME with the coefficient counts of a released tracking (loaded once per count)."""
+        from model.morphable import load_morphable_model
+
+        cache = self.__dict__.setdefault("_tracking_models", {})
+        if (n_shape, n_expression) not in cache:
+            cfg = self.config
+            cache[n_shape, n_expression] = load_morphable_model(
+                "flame", cfg.model_path, landmarks_path=cfg.landmarks_path, n_id=n_shape, n_exp=n_expression)
+        return cache[n_shape, n_expression]
 
     def plan_work(self, store: Store, key: str, keys: list[str]) -> tuple[str, ...]:
         subject = clip_subject(key)
@@ -207,6 +227,15 @@ class FittingStage(Stage):
         # arrays of another backend go; this backend's stay when they fit (finished blocks keep their data)
         if self.config.backend == "triangulate":
             wanted = ("fit/reference",)
+        elif self.config.backend == "released":
+            wanted = ("fit/expression", "fit/identity")
+            if "tracking" in group and "expression" in group["tracking"]:
+                X, S = group["tracking/expression"].shape[1], group["tracking/shape"].shape[0]
+            else:  # no tracking: the run says so per frame
+                X, S = 100, 300
+            sizes.update(E=X + 3, I=S)
+            attrs["model"] = {**self.model().describe(), "n_id": S, "n_exp": X + 3,
+                              "source": "released FLAME tracking"}
         else:
             model = self.model()
             sizes.update(E=model.n_exp, I=model.n_id)
@@ -233,8 +262,11 @@ class FittingStage(Stage):
             g = ctx.store.clip(key)
             conf = g["lmk2d"][..., 2]
             samples.append(read_clip(g, sample_frames(conf, cfg.identity_frames, cfg.min_confidence)))
-        result = self._fit_triangulate(clip, samples) if cfg.backend == "triangulate" else \
-            self._fit_model(clip, samples)
+        if cfg.backend == "released":
+            result, problem = self._fit_released(ctx.group, clip)
+        else:
+            result, problem = (self._fit_triangulate(clip, samples) if cfg.backend == "triangulate" else
+                               self._fit_model(clip, samples)), ""
         from model.fitting.triangulate import face_size_px
 
         size = face_size_px(clip.uv, clip.conf, cfg.min_confidence)  # [T, V] for the ledger's thresholds
@@ -246,15 +278,19 @@ class FittingStage(Stage):
             if result.expression is not None:
                 frames["fit/expression"] = result.expression[t0:t1]
             frames = {k: v.astype(np.float32) if v.dtype != bool else v for k, v in frames.items()}
-            yield BlockOutput(block, frames, self._ledger(layout, block, clip, result, size), result.whole)
+            items = self._ledger(layout, block, clip, result, size, problem)
+            yield BlockOutput(block, frames, items, result.whole)
 
-    def _ledger(self, layout: ClipLayout, block: int, clip: ClipInput, result: ClipFit, size: np.ndarray
-                ) -> list[LedgerItem]:
+    def _ledger(self, layout: ClipLayout, block: int, clip: ClipInput, result: ClipFit, size: np.ndarray,
+                problem: str = "") -> list[LedgerItem]:
         cfg = self.config
         items = []
         t0, t1 = layout.frames(block)
         for t in range(t0, t1):
             frame = layout.frame_ids[t] if layout.frame_ids else t
+            if not result.ok[t] and problem:
+                items.append(LedgerItem(self.name, layout.key, problem, frame=frame, block=block))
+                continue
             if not result.ok[t]:
                 n = int((clip.conf[t].mean(-1) >= cfg.min_confidence).sum())
                 items.append(LedgerItem(self.name, layout.key, f"not fitted: a face in {n} view(s), "
@@ -297,6 +333,29 @@ class FittingStage(Stage):
         lmk3d = np.where(ok[:, None, None], lmk3d, 0.0)
         return ClipFit(to_matrix(poses.rotation, poses.translation), poses.scale, lmk3d,
                        tri.view_residual, ok, tri.outlier_views, {"fit/reference": reference.astype(np.float32)})
+
+    def _fit_released(self, group, clip: ClipInput) -> tuple[ClipFit, str]:
+        """The release's FLAME tracking of this clip as the fit (frames without a row: not fitted)."""
+        from model.fitting.released_flame import tracking_to_world
+        from model.fitting.triangulate import view_residuals
+
+        T, V = clip.uv.shape[:2]
+        if "tracking" not in group or "ok" not in group["tracking"]:
+            E = group["fit/expression"].shape[1]
+            empty = ClipFit(np.tile(np.eye(4), (T, 1, 1)), np.ones(T), np.zeros((T, 68, 3)), np.full((T, V), np.nan),
+                            np.zeros(T, bool), np.zeros((T, V), bool), {}, np.zeros((T, E)))
+            return empty, "not fitted: the release has no FLAME tracking of this clip (--fit released)"
+        arrays = {k: group[f"tracking/{k}"][...] for k in
+                  ("rotation", "translation", "jaw", "neck", "eyes", "expression", "shape", "scale", "ok")}
+        model = self.tracking_model(arrays["shape"].shape[0], arrays["expression"].shape[1])
+        fit = tracking_to_world(model, arrays)
+        ok = arrays["ok"].astype(bool)
+        K_views = clip.K_frames if clip.K_frames is not None else clip.K
+        _, residual = view_residuals(fit.lmk3d, clip.uv, clip.conf >= self.config.min_confidence, K_views, clip.E)
+        return ClipFit(fit.pose, fit.scale, np.where(ok[:, None, None], fit.lmk3d, 0.0),
+                       np.where(ok[:, None], residual, np.nan), ok, np.zeros((T, V), bool),
+                       {"fit/identity": fit.identity.astype(np.float32)}, fit.expression), \
+            "not fitted: the released tracking has no row for this frame"
 
     def _fit_monocular(self, clip: ClipInput, samples: list[ClipInput]) -> ClipFit:
         """One view: the mesh method (with expression, smoothed), or the rigid template posed by PnP."""

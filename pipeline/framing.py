@@ -89,13 +89,32 @@ def clip_attributes(work: ClipSpec, layout: ClipLayout) -> dict:
     """What every stage may read of a clip's raw origin (framing and ingest both set them)."""
     return {"dataset": work.dataset, "views": list(layout.views), "frame_ids": list(layout.frame_ids),
             "n_frames": layout.n_frames, "block_frames": layout.block_frames, "fps": stored_fps(work),
-            "source_sizes": [[v.width, v.height] for v in work.views]}
+            "source_sizes": [[v.width, v.height] for v in work.views], "raw": raw_provenance(work)}
+
+
+def raw_provenance(work: ClipSpec) -> dict:
+    """What the reader found and did: the packaging, its notes (rescaled intrinsics, meta files), what the
+    release says of the clip, and which views came with the release's mattes and colour correction."""
+    return {"layout": work.layout, "notes": list(work.notes),
+            "meta": {k: list(v) if isinstance(v, tuple) else v for k, v in work.source_meta},
+            "released_mattes": [v.serial for v in work.views if v.alpha is not None],
+            "color_correction": {v.serial: v.color.describe() for v in work.views if v.color is not None},
+            "tracking": work.tracking}
 
 
 def raw_identity(work: ClipSpec) -> dict:
     """What a clip's stored frames are made of; moving the raw root does not change it."""
-    return {"frame_ids": list(work.frame_ids),
-            "views": [(v.serial, v.width, v.height, v.K, v.world_to_cam, v.background is not None) for v in work.views]}
+    identity = {"frame_ids": list(work.frame_ids),
+                "views": [(v.serial, v.width, v.height, v.K, v.world_to_cam, v.background is not None)
+                          for v in work.views]}
+    # what a release ships beside the frames (only where it does: other stores keep their fingerprints)
+    extras = [(v.serial, v.alpha is not None, v.color.matrix if v.color else None) for v in work.views
+              if v.alpha is not None or v.color is not None]
+    if extras:
+        identity["release"] = extras
+    if work.tracking:
+        identity["tracking"] = True
+    return identity
 
 
 @register

@@ -1,9 +1,12 @@
 """Matting: alpha [T, V, H, W] uint8 (PNG, lossless) of every ingested image.
 
-Backends: `plate` (background difference against the camera's plate, with a segmentation prior
+Backends: `released` (the release's own mattes, stored by ingest as `released_alpha`: copied, nothing
+is matted), `plate` (background difference against the camera's plate, with a segmentation prior
 where the difference is ambiguous), `mediapipe` (selfie segmentation refined to the image), `rembg`
-(U^2-Net family from REMBG_HOME / U2NET_HOME). `auto` takes `plate` for the views that have a plate
-and `mediapipe` for the others (recorded in the ledger).
+(U^2-Net family from REMBG_HOME / U2NET_HOME). `auto` takes `released` for the views the release has
+mattes of, `plate` for the views that have a plate and `mediapipe` for the others (recorded in the ledger
+and, per view, in the `alpha` array's `methods` attribute). A frame whose released matte is missing is
+matted with the view's other method.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from pipeline.backends.guided_filter import guided_filter
 from pipeline.backends.plate_matting import PlateMattingParams, plate_matte, to_lab
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, register
 
-BACKENDS = ("auto", "plate", "mediapipe", "rembg")
+BACKENDS = ("auto", "released", "plate", "mediapipe", "rembg")
 
 
 @dataclass
 class MattingConfig:
-    backend: str = "auto"  # auto | plate | mediapipe | rembg
+    backend: str = "auto"  # auto | released | plate | mediapipe | rembg
     plate_prior: bool = True  # plate: mediapipe segmentation decides where the plate difference is ambiguous
     rembg_model: str = "u2net"  # rembg: <name>.onnx in REMBG_HOME / U2NET_HOME
     refine_radius: int = 6  # guided-filter radius (pixels) refining segmentation mattes to the image
@@ -56,16 +59,32 @@ class MattingStage(Stage):
         ensure_store_array(store, group, "alpha", {"T": layout.n_frames, "V": len(layout.views), "R": R},
                            layout.block_frames)
 
+    def _view_methods(self, group, layout: ClipLayout) -> tuple[np.ndarray, list[bool], list[str]]:
+        """(released matte present [T, V], the view takes released mattes [V], its other method [V])."""
+        V = len(layout.views)
+        has_plate = group["background_ok"][...] if "background_ok" in group else np.zeros(V, bool)
+        released_ok = group["released_alpha_ok"][...] if "released_alpha_ok" in group else \
+            np.zeros((layout.n_frames, V), bool)
+        use = [bool(released_ok[:, v].any()) and self.config.backend in ("auto", "released") for v in range(V)]
+        return released_ok, use, [self._method(bool(ok)) for ok in has_plate]
+
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
         cfg, layout, group = self.config, ctx.layout, ctx.group
         has_plate = group["background_ok"][...] if "background_ok" in group else np.zeros(len(layout.views), bool)
         plates = group["background"][...] if has_plate.any() else None
-        methods = [self._method(bool(ok)) for ok in has_plate]
+        released_ok, use_released, methods = self._view_methods(group, layout)
+        if 0 in ctx.blocks:  # the provenance of each view's mattes (the task of block 0 writes it)
+            group["alpha"].attrs["methods"] = {
+                serial: ("released" + ("" if released_ok[:, v].all() else f", else {m}")) if use_released[v] else m
+                for v, (serial, m) in enumerate(zip(layout.views, methods))}
         plate_labs = {v: to_lab(plates[v]) for v, m in enumerate(methods) if m == "plate"}  # static: once per task
         notes = [LedgerItem(self.name, layout.key, f"no background plate for camera {serial}: matted with mediapipe",
                             view=serial, block=0)
                  for serial, ok in zip(layout.views, has_plate)
                  if not ok and cfg.backend in ("auto", "plate") and has_plate.any()]
+        notes += [LedgerItem(self.name, layout.key, f"no released matte for camera {serial}: matted with "
+                             f"{methods[v]}", view=serial, block=0)
+                  for v, serial in enumerate(layout.views) if cfg.backend == "released" and not use_released[v]]
         segmenter = _Lazy(lambda: _mediapipe())
         rembg = _Lazy(lambda: _rembg(cfg.rembg_model))
         try:
@@ -73,12 +92,16 @@ class MattingStage(Stage):
                 t0, t1 = layout.frames(block)
                 rgb, ok = group["rgb"][t0:t1], group["rgb_ok"][t0:t1]
                 alpha = np.zeros(rgb.shape[:4], np.uint8)
+                released = group["released_alpha"][t0:t1] if any(use_released) else None
                 padding = _padding(group, t0, t1, rgb.shape[2])
                 for t in range(t1 - t0):
                     for v, method in enumerate(methods):
                         if not ok[t, v]:
                             continue  # the ingest ledger already has this item
                         image = rgb[t, v]
+                        if use_released[v] and released_ok[t0 + t, v]:
+                            alpha[t, v] = released[t, v]
+                            continue
                         if method == "plate":
                             prior = segmenter.get()(image) if cfg.plate_prior else None
                             a = plate_matte(image, plates[v], prior, PlateMattingParams(), plate_labs[v])
@@ -96,7 +119,8 @@ class MattingStage(Stage):
             rembg.close()
 
     def _method(self, has_plate: bool) -> str:
-        if self.config.backend == "auto":
+        """The method of a view without (usable) released mattes."""
+        if self.config.backend in ("auto", "released"):
             return "plate" if has_plate else "mediapipe"
         if self.config.backend == "plate" and not has_plate:
             return "mediapipe"

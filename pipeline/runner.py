@@ -151,9 +151,10 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
     stages = [load_stages()[name](cfg.stage_config(name)) for name in order]
     for stage in stages:
         stage.check()
+    raw = _read_raw(cfg, stages)  # before the store exists: a root that yields nothing leaves no empty store
     store = Store(cfg.store, cfg.storage_options, mode="a")
     summary = RunSummary()
-    works = _read_clips(cfg, stages, store, summary)
+    works = _read_clips(cfg, raw, store, summary)
     state = _PlanState(summary, _stage_fingerprints(store, stages))
     if not works:
         raise PlanError("no clips to process" + (f" ({len(summary.plan_items)} problems, see `cli.py report`)"
@@ -172,17 +173,28 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
     return Plan(store, stages, state.fps, works, tasks, deps, summary)
 
 
-def _read_clips(cfg: PreprocessConfig, stages: list[Stage], store: Store, summary: RunSummary) -> dict[str, Any]:
+def _selection(cfg: PreprocessConfig) -> Selection:
+    src = cfg.source
+    return Selection(tuple(src.include), tuple(src.exclude), cfg.stage_config("ingest").frame_stride)
+
+
+def _read_raw(cfg: PreprocessConfig, stages: list[Stage]):
+    """The raw reader's plan when a stage reads the raw capture (None otherwise)."""
+    src = cfg.source
+    raw_stages = [s.name for s in stages if s.reads_raw]
+    if not raw_stages:
+        return None
+    if not src.root:
+        raise PlanError(f"{' and '.join(raw_stages)} need(s) the raw capture root (--root PATH)")
+    return read_raw(src.dataset, src.root, _selection(cfg), focal=src.focal, subject=src.subject)
+
+
+def _read_clips(cfg: PreprocessConfig, raw, store: Store, summary: RunSummary) -> dict[str, Any]:
     """The clips of the run: key -> the raw ClipSpec when a stage reads the raw capture, else None (the
     store's clips); the raw reader's problems go to the ledger."""
     src = cfg.source
-    ingest_cfg = cfg.stage_config("ingest")
-    selection = Selection(tuple(src.include), tuple(src.exclude), ingest_cfg.frame_stride)
-    raw_stages = [s.name for s in stages if s.reads_raw]
-    if raw_stages:
-        if not src.root:
-            raise PlanError(f"{' and '.join(raw_stages)} need(s) the raw capture root (--root PATH)")
-        raw = read_raw(src.dataset, src.root, selection, focal=src.focal, subject=src.subject)
+    selection = _selection(cfg)
+    if raw is not None:
         works: dict[str, Any] = {c.key: c for c in raw.clips}
         considered = set(works) | set(raw.issues)
         store.write_plan_ledger("ingest", {k: raw.issues.get(k, []) for k in considered})

@@ -49,6 +49,8 @@ def describe_store(store: Store, clip_filter: str | None = None) -> dict[str, An
         clips.append({
             "clip": key, "views": len(layout.views), "frames": layout.n_frames, "block_frames": layout.block_frames,
             "dataset": group.attrs.get("dataset"), "resolution": group.attrs.get("resolution"),
+            "layout": (group.attrs.get("raw") or {}).get("layout", ""), "raw": group.attrs.get("raw") or {},
+            "color_correction": group.attrs.get("color_correction"),
             "arrays": arrays, "stages": progress,
         })
     return {

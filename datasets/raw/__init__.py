@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datasets.errors import ConfigError
 from datasets.raw.base import ClipSpec, RawPlan, Selection, ViewSpec
-from datasets.raw.monocular import DEFAULT_FOCAL, read_images, read_vfhq, read_video
+from datasets.raw.monocular import DEFAULT_FOCAL, read_images, read_video
 from datasets.raw.nersemble import read_nersemble
+from datasets.raw.vfhq import read_vfhq
 
 KINDS = {
-    "nersemble": "NeRSemble, v1 or v2 layout detected per sequence",
-    "nersemble-v1": "NeRSemble v1: per-frame image folders, camera_params.json",
-    "nersemble-v2": "NeRSemble v2: one mp4 per camera, calibration/camera_params.json",
-    "vfhq": "VFHQ-style monocular clips: a folder of frames per clip",
+    "nersemble": "NeRSemble, any packaging of v1 or v2 (detected per participant; README's dataset table)",
+    "nersemble-v1": "NeRSemble v1 packagings only (full release, VHAP merged, paper subset, processed)",
+    "nersemble-v2": "NeRSemble v2 packagings only (nersemble_data download, benchmark)",
+    "vfhq": "VFHQ clips: frame folders or videos Clip+<id>+P<n>+..., with meta info when present",
     "video": "a video file, or a folder of video files (one clip each)",
     "images": "an image folder, or a folder of image folders (one clip each)",
 }

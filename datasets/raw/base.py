@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 
+from datasets.color_correction import ColorCorrection
 from datasets.errors import UserError
 from datasets.raw.sources import ImageSequence, VideoSource
 from datasets.store import LedgerItem
@@ -28,6 +29,8 @@ class ViewSpec:
     width: int
     height: int
     background: str | None = None  # URL of this camera's background plate, if the capture has one
+    alpha: VideoSource | ImageSequence | None = None  # the release's own mattes of this camera, if any
+    color: ColorCorrection | None = None  # the release's colour correction of this camera, if any
 
     @property
     def K_array(self) -> np.ndarray:
@@ -48,6 +51,10 @@ class ClipSpec:
     views: tuple[ViewSpec, ...]
     frame_ids: tuple[int, ...]
     fps: float = 0.0
+    layout: str = ""  # the packaging it was read from (e.g. NeRSemble 'v1-release')
+    notes: tuple[str, ...] = ()  # provenance: what the reader changed or assumed (a rescale, a meta file)
+    tracking: str | None = None  # URL of the release's FLAME tracking of this clip (.npz)
+    source_meta: tuple[tuple[str, object], ...] = ()  # what the release says of the clip (VFHQ: crop box, ...)
 
     @property
     def key(self) -> str:
@@ -60,6 +67,8 @@ class RawPlan:
 
     clips: list[ClipSpec] = field(default_factory=list)
     issues: dict[str, list[LedgerItem]] = field(default_factory=dict)  # by clip key (or raw name)
+    layouts: dict[str, str] = field(default_factory=dict)  # participant or folder -> the layout it was read as
+    unselected: int = 0  # clips found but left out by the selection
 
     def add_issue(self, clip: str, reason: str, view: str | None = None, frame: int | None = None) -> None:
         self.issues.setdefault(clip, []).append(LedgerItem("ingest", clip, reason, frame=frame, view=view))

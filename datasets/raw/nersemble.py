@@ -1,25 +1,24 @@
-"""NeRSemble readers (layouts of the official releases, as read by the dataset's own tooling).
+"""NeRSemble readers: every packaging of datasets/raw/nersemble_layouts.py, detected per participant.
 
-v2 (one mp4 per camera, calibration per participant):
-    {p:03d}/calibration/camera_params.json        {"intrinsics": 3x3, "world_2_cam": {serial: 4x4}}
-    {p:03d}/sequences/{SEQ}/images/cam_{serial}.mp4
-    {p:03d}/sequences/BACKGROUND/image_{serial}.jpg
-v1 (one image per frame and camera, every third frame of the 73 fps capture, at half resolution):
-    {p:03d}/camera_params.json  (or calibration/camera_params.json), intrinsics at full resolution
-    {p:03d}/sequences/{SEQ}/timesteps/frame_{t:05d}/images-2x/cam_{serial}.jpg
-    (also accepted: frame folders directly under {SEQ}, `images` or `images-{k}x`, .png)
-
-World-to-camera matrices are OpenCV convention. Intrinsics may also be given per serial.
+A sequence is either a folder of `cam_{serial}.mp4` videos (v2, benchmark, v1 release and its repackagings)
+or per-frame folders `frame_{t:05d}/<images folder>/cam_{serial}.{jpg,png}` (paper subset, processed
+release). Per view the reader attaches what the release ships beside the frames: the background plate,
+the release's mattes (benchmark `alpha_maps/`, per-frame `alpha_map*/`), its colour correction (v1 .npy
+affines, v2 colour calibration) and per clip its FLAME tracking. Intrinsics are checked against the decoded
+frame size (datasets/raw/intrinsics_check.py): rescaled for an exact downscale (noted in the provenance),
+the view refused otherwise. World-to-camera matrices are OpenCV.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
-import numpy as np
-
-from datasets.cameras import as_4x4, check_calibration, rescale_intrinsics
+from datasets.color_correction import (
+    ColorCorrection,
+    ColorCorrectionError,
+    load_v1,
+    load_v2,
+)
 from datasets.errors import ConfigError
 from datasets.names import InvalidNameError, validate_name
 from datasets.raw.base import (
@@ -35,61 +34,42 @@ from datasets.raw.base import (
     list_files,
     to_url,
 )
+from datasets.raw.intrinsics_check import fit_intrinsics
+from datasets.raw.nersemble_calibration import (
+    Calibration,
+    CalibrationError,
+    load_calibration_result,
+    load_camera_params,
+)
+from datasets.raw.nersemble_layouts import (
+    LAYOUTS,
+    Participant,
+    SequenceFiles,
+    describe_top,
+    find_participants,
+)
 from datasets.raw.sources import ImageSequence, VideoSource
 
-BACKGROUND = "BACKGROUND"
 _FRAME_DIR = re.compile(r"frame_(\d+)")
-_IMAGES_DIR = re.compile(r"images(?:-(\d+)x)?")
+_IMAGES_DIR = re.compile(r"images(?:-(\d+)x)?(?:-\d+fps)?")
+_ALPHA_DIR = re.compile(r"alpha_maps?(?:-\d+fps)?")
 _CAM_FILE = re.compile(r"cam_(.+)\.(mp4|jpg|jpeg|png)", re.IGNORECASE)
+VERSIONS = ("auto", "v1", "v2")
 
 
-class CalibrationError(ValueError):
-    pass
+def family(layout: str) -> str:
+    """v2 for the v2 toolkit's packagings, v1 for the v1 release and its processed forms."""
+    return "v2" if layout.startswith("v2") else "v1"
 
 
-def load_calibration(fs, path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
-    """camera_params.json -> (K per serial, world_to_cam per serial, reason per unusable serial)."""
-    try:
-        with fs.open(path, "rb") as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
-        raise CalibrationError(f"no calibration file at {path}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CalibrationError(f"calibration file {path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or "world_2_cam" not in data or "intrinsics" not in data:
-        raise CalibrationError(f"calibration file {path} lacks 'intrinsics' or 'world_2_cam'")
-    extrinsics = data["world_2_cam"]
-    intrinsics = data["intrinsics"]
-    Ks, Es, bad = {}, {}, {}
-    for serial, E in extrinsics.items():
-        serial = str(serial)
-        K = intrinsics.get(serial) if isinstance(intrinsics, dict) else intrinsics
-        if K is None:
-            bad[serial] = f"camera {serial} has no intrinsics in {path}"
-            continue
-        try:
-            K_arr = np.asarray(K, dtype=np.float64)
-            E_arr = np.asarray(E, dtype=np.float64)
-        except (TypeError, ValueError):
-            bad[serial] = f"camera {serial}: calibration values are not numbers in {path}"
-            continue
-        reason = check_calibration(K_arr, E_arr)
-        if reason:
-            bad[serial] = f"camera {serial}: {reason} in {path}"
-            continue
-        Ks[serial], Es[serial] = K_arr, as_4x4(E_arr)
-    return Ks, Es, bad
+def load_calibration(fs, part: Participant) -> Calibration:
+    if part.calibration_config:
+        return load_calibration_result(fs, part.calibration, part.calibration_config)
+    return load_camera_params(fs, part.calibration)
 
 
-def _calibration_path(fs, participant_dir: str) -> str:
-    for rel in ("calibration/camera_params.json", "camera_params.json"):
-        if fs.exists(f"{participant_dir}/{rel}"):
-            return f"{participant_dir}/{rel}"
-    return f"{participant_dir}/calibration/camera_params.json"
-
-
-def _v1_frame_dirs(fs, seq_dir: str) -> tuple[str, list[tuple[int, str]]]:
-    """(folder holding frame_* dirs, [(frame id, dir name)]) of a v1 sequence."""
+def _frame_dirs(fs, seq_dir: str) -> tuple[str, list[tuple[int, str]]]:
+    """(folder holding frame_* dirs, [(frame id, dir name)]) of a per-frame sequence."""
     for base in (f"{seq_dir}/timesteps", seq_dir):
         frames = [(int(m.group(1)), d) for d in list_dirs(fs, base) if (m := _FRAME_DIR.fullmatch(d))]
         if frames:
@@ -97,116 +77,181 @@ def _v1_frame_dirs(fs, seq_dir: str) -> tuple[str, list[tuple[int, str]]]:
     return seq_dir, []
 
 
-def _v1_images_dir(fs, frame_dir: str) -> tuple[str, int] | None:
-    """(images folder name, downscale factor) inside one v1 frame folder; the finest one wins."""
-    found = []
+def _images_dir(fs, frame_dir: str) -> tuple[str, int, str | None] | None:
+    """(images folder, downscale factor, alpha folder or None) inside one frame folder; the finest images
+    folder wins."""
+    found, alpha = [], None
     for d in list_dirs(fs, frame_dir):
         m = _IMAGES_DIR.fullmatch(d)
         if m:
             found.append((int(m.group(1) or 1), d))
+        elif _ALPHA_DIR.fullmatch(d):
+            alpha = d
     if not found:
         return None
     factor, name = min(found)
-    return name, factor
+    return name, factor, alpha
 
 
-def _layout_of(fs, seq_dir: str) -> str | None:
-    if list_files(fs, f"{seq_dir}/images", (".mp4",)):
-        return "v2"
-    if _v1_frame_dirs(fs, seq_dir)[1]:
-        return "v1"
-    return None
-
-
-def _background_plates(fs, participant_dir: str) -> dict[str, str]:
-    """serial -> URL of its background plate (v2 `image_{serial}.jpg`, or frame 0 of a v1 BACKGROUND)."""
-    bg_dir = f"{participant_dir}/sequences/{BACKGROUND}"
+def _background_plates(fs, folder: str | None) -> dict[str, str]:
+    """serial -> URL of its background plate (`image_{serial}.jpg`, or frame 0 of a per-frame BACKGROUND)."""
+    if not folder:
+        return {}
     plates = {}
-    for name in list_files(fs, bg_dir, IMAGE_SUFFIXES):
+    for name in list_files(fs, folder, IMAGE_SUFFIXES):
         m = re.fullmatch(r"image_(.+)\.\w+", name)
         if m:
-            plates[m.group(1)] = to_url(fs, f"{bg_dir}/{name}")
+            plates[m.group(1)] = to_url(fs, f"{folder}/{name}")
     if not plates:
-        base, frames = _v1_frame_dirs(fs, bg_dir)
-        if frames:
-            found = _v1_images_dir(fs, f"{base}/{frames[0][1]}")
-            if found:
-                img_dir = f"{base}/{frames[0][1]}/{found[0]}"
-                for name in list_files(fs, img_dir, IMAGE_SUFFIXES):
-                    m = _CAM_FILE.fullmatch(name)
-                    if m:
-                        plates[m.group(1)] = to_url(fs, f"{img_dir}/{name}")
+        base, frames = _frame_dirs(fs, folder)
+        found = _images_dir(fs, f"{base}/{frames[0][1]}") if frames else None
+        if found:
+            img_dir = f"{base}/{frames[0][1]}/{found[0]}"
+            for name in list_files(fs, img_dir, IMAGE_SUFFIXES):
+                m = _CAM_FILE.fullmatch(name)
+                if m:
+                    plates[m.group(1)] = to_url(fs, f"{img_dir}/{name}")
     return plates
 
 
+def _videos(fs, folder: str | None) -> dict[str, VideoSource]:
+    if not folder:
+        return {}
+    out = {}
+    for name in list_files(fs, folder, (".mp4",)):
+        m = _CAM_FILE.fullmatch(name)
+        if m:
+            out[m.group(1)] = VideoSource(to_url(fs, f"{folder}/{name}"))
+    return out
+
+
+def _frame_cameras(fs, plan: RawPlan, key: str, seq_dir: str):
+    """Per serial: ImageSequence of its frames, ImageSequence of the release's mattes (or None), and the
+    downscale factor the images folder names (a hint for the intrinsics check)."""
+    base, frames = _frame_dirs(fs, seq_dir)
+    images: dict[str, list[tuple[int, str]]] = {}
+    mattes: dict[str, list[tuple[int, str]]] = {}
+    factors: dict[str, int] = {}
+    for fid, frame_dir in frames:
+        found = _images_dir(fs, f"{base}/{frame_dir}")
+        if found is None:
+            plan.add_issue(key, f"frame folder {base}/{frame_dir} has no images folder", frame=fid)
+            continue
+        for folder, target in ((found[0], images), (found[2], mattes)):
+            if folder is None:
+                continue
+            path = f"{base}/{frame_dir}/{folder}"
+            for name in list_files(fs, path, IMAGE_SUFFIXES):
+                m = _CAM_FILE.fullmatch(name)
+                if m:
+                    target.setdefault(m.group(1), []).append((fid, to_url(fs, f"{path}/{name}")))
+                    if target is images:
+                        factors.setdefault(m.group(1), found[1])
+
+    def seq(items):
+        return ImageSequence(tuple(u for _, u in items), tuple(f for f, _ in items))
+
+    cams = {serial: seq(items) for serial, items in images.items()}
+    alphas = {serial: seq(items) for serial, items in mattes.items()}
+    return cams, alphas, factors
+
+
+def _colors(fs, plan: RawPlan, key: str, part: Participant, seq: SequenceFiles, serials) -> dict[str, ColorCorrection]:
+    """serial -> the release's colour correction; unreadable files are ledger items (the view stays, uncorrected)."""
+    out: dict[str, ColorCorrection] = {}
+    if part.color_json:
+        try:
+            out.update(load_v2(fs, part.color_json))
+        except ColorCorrectionError as e:
+            plan.add_issue(key, f"colour calibration not used: {e}")
+    folder = seq.color_dir or part.color_dir
+    if folder:
+        for serial in serials:
+            path = f"{folder}/{serial}.npy"
+            if not fs.exists(path):
+                continue
+            try:
+                out[serial] = load_v1(fs, path)
+            except ColorCorrectionError as e:
+                plan.add_issue(key, f"colour correction not used: {e}", view=serial)
+    return out
+
+
 def read_nersemble(root: str, selection: Selection, version: str = "auto") -> RawPlan:
-    """List the clips of a NeRSemble capture root (v1, v2, or auto-detected per sequence)."""
-    if version not in ("auto", "v1", "v2"):
-        raise ConfigError(f"NeRSemble version must be auto, v1 or v2, got {version!r}")
+    """List the clips of a NeRSemble root (any packaging; `version` v1 / v2 keeps that family only)."""
+    if version not in VERSIONS:
+        raise ConfigError(f"NeRSemble version must be one of {VERSIONS}, got {version!r}")
     fs, base = filesystem(root)
     if not fs.isdir(base):
         raise RawDataError(f"NeRSemble root {root} is not a directory")
+    participants, unmatched = find_participants(fs, base)
     plan = RawPlan()
-    for participant in list_dirs(fs, base):
-        p_dir = f"{base}/{participant}"
-        if not fs.isdir(f"{p_dir}/sequences"):
-            continue
-        try:
-            validate_name(participant, "subject")
-        except InvalidNameError as e:
-            plan.add_issue(participant, str(e))
-            continue
-        sequences = [s for s in list_dirs(fs, f"{p_dir}/sequences") if s != BACKGROUND]
-        wanted = []
-        for seq in sequences:
-            try:
-                validate_name(seq, "sequence")
-            except InvalidNameError as e:
-                plan.add_issue(f"{participant}/{seq}", str(e))
-                continue
-            if selection.wants(participant, seq):
-                wanted.append(seq)
-        if not wanted:
-            continue
-        calib_path = _calibration_path(fs, p_dir)
-        try:
-            Ks, Es, bad = load_calibration(fs, calib_path)
-        except CalibrationError as e:
-            for seq in wanted:
-                plan.add_issue(f"{participant}/{seq}", str(e))
-            continue
-        plates = _background_plates(fs, p_dir)
-        for seq in wanted:
-            _read_sequence(fs, plan, participant, seq, f"{p_dir}/sequences/{seq}", Ks, Es, bad, plates,
-                           selection, version)
+    for folder, why in unmatched:  # a participant id (NeRSemble's are numbers) that matches no layout
+        if folder.rsplit("/", 1)[-1].isdigit():
+            plan.add_issue(folder, why)
+    usable = [p for p in participants if version in ("auto", family(p.layout))]
+    for part in usable:
+        _read_participant(fs, plan, part, selection)
+    if not usable:
+        which = "" if version == "auto" else f" of the {version} family"
+        raise RawDataError(
+            f"no NeRSemble participant{which} found under {root}: looked for the layouts "
+            f"{', '.join(LAYOUTS)} (see the README's dataset table); the root holds {describe_top(fs, base)}"
+            + (f"; e.g. {unmatched[0][0]}: {unmatched[0][1]}" if unmatched else ""))
     return plan
 
 
-def _read_sequence(fs, plan: RawPlan, subject: str, seq: str, seq_dir: str, Ks, Es, bad, plates,
-                   selection: Selection, version: str) -> None:
-    key = f"{subject}/{seq}"
-    layout = _layout_of(fs, seq_dir) if version == "auto" else version
-    if layout is None:
-        plan.add_issue(key, f"sequence has no frames: no images/cam_*.mp4 and no frame_* folders in {seq_dir}")
+def _read_participant(fs, plan: RawPlan, part: Participant, selection: Selection) -> None:
+    try:
+        validate_name(part.name, "subject")
+    except InvalidNameError as e:
+        plan.add_issue(part.name, str(e))
         return
-    if layout == "v2":
-        cams = {}
-        for name in list_files(fs, f"{seq_dir}/images", (".mp4",)):
-            m = _CAM_FILE.fullmatch(name)
-            if m:
-                cams[m.group(1)] = VideoSource(to_url(fs, f"{seq_dir}/images/{name}"))
-        factors = {serial: 1 for serial in cams}
-    else:
-        cams, factors = _v1_cameras(fs, plan, key, seq_dir)
-    if not cams:
-        plan.add_issue(key, f"sequence has no frames: no camera files found in {seq_dir}")
-        return
-    views, counts, fps = [], [], 0.0
-    for serial in sorted(cams):
-        if serial in bad:
-            plan.add_issue(key, bad[serial], view=serial)
+    plan.layouts[part.name] = part.layout
+    wanted = []
+    for name, seq in sorted(part.sequences.items()):
+        try:
+            validate_name(name, "sequence")
+        except InvalidNameError as e:
+            plan.add_issue(f"{part.name}/{name}", str(e))
             continue
-        if serial not in Es:
+        if selection.wants(part.name, name):
+            wanted.append(seq)
+        else:
+            plan.unselected += 1
+    if not wanted:
+        if not part.sequences:
+            plan.add_issue(part.name, f"participant ({part.layout} layout) has no sequence with camera files")
+        return
+    try:
+        cal = load_calibration(fs, part)
+    except CalibrationError as e:
+        for seq in wanted:
+            plan.add_issue(f"{part.name}/{seq.name}", str(e))
+        return
+    plates = _background_plates(fs, part.plates)
+    for seq in wanted:
+        _read_sequence(fs, plan, part, seq, cal, plates, selection)
+
+
+def _read_sequence(fs, plan: RawPlan, part: Participant, seq: SequenceFiles, cal: Calibration,
+                   plates: dict[str, str], selection: Selection) -> None:
+    key = f"{part.name}/{seq.name}"
+    cams = _videos(fs, seq.videos)
+    if cams:
+        alphas, factors = _videos(fs, seq.alpha_videos), {}
+    else:
+        cams, alphas, factors = _frame_cameras(fs, plan, key, seq.path)
+    if not cams:
+        plan.add_issue(key, f"sequence has no frames: no cam_*.mp4 and no frame_* folders with images in {seq.path}")
+        return
+    colors = _colors(fs, plan, key, part, seq, cams)
+    views, counts, fps, notes = [], [], 0.0, []
+    for serial in sorted(cams):
+        if serial in cal.bad:
+            plan.add_issue(key, cal.bad[serial], view=serial)
+            continue
+        if serial not in cal.world_to_cam:
             plan.add_issue(key, f"camera {serial} has frames but is missing from the calibration", view=serial)
             continue
         try:
@@ -217,40 +262,26 @@ def _read_sequence(fs, plan: RawPlan, subject: str, seq: str, seq_dir: str, Ks, 
         if n == 0:
             plan.add_issue(key, f"camera {serial} has no frames", view=serial)
             continue
-        K = rescale_intrinsics(Ks[serial], factors[serial]) if factors[serial] != 1 else Ks[serial]
-        views.append(ViewSpec(serial, as_tuple(K), as_tuple(Es[serial]), cams[serial], width, height, plates.get(serial)))
+        fit = fit_intrinsics(cal.K[serial], (width, height), cal.reference_size, factors.get(serial, 1))
+        if fit.K is None:
+            plan.add_issue(key, f"camera {serial}: {fit.problem}", view=serial)
+            continue
+        if fit.note:
+            notes.append(f"camera {serial}: {fit.note}")
+        views.append(ViewSpec(serial, as_tuple(fit.K), as_tuple(cal.world_to_cam[serial]), cams[serial], width,
+                              height, plates.get(serial), alphas.get(serial), colors.get(serial)))
         counts.append(n)
         fps = fps or view_fps
     if not views:
         plan.add_issue(key, "no usable camera in this sequence")
         return
-    if layout == "v2":
+    if isinstance(views[0].source, VideoSource):
         frame_ids = selection.frame_ids(max(counts))
     else:
         all_ids = sorted({fid for v in views for fid in v.source.frame_ids})
         frame_ids = tuple(all_ids[:: max(1, selection.stride)])
-    plan.clips.append(ClipSpec(f"nersemble-{layout}", subject, seq, tuple(views), frame_ids, fps))
-
-
-def _v1_cameras(fs, plan: RawPlan, key: str, seq_dir: str):
-    base, frames = _v1_frame_dirs(fs, seq_dir)
-    per_cam: dict[str, list[tuple[int, str]]] = {}
-    factors: dict[str, int] = {}
-    for fid, frame_dir in frames:
-        found = _v1_images_dir(fs, f"{base}/{frame_dir}")
-        if found is None:
-            plan.add_issue(key, f"frame folder {base}/{frame_dir} has no images folder", frame=fid)
-            continue
-        img_dir = f"{base}/{frame_dir}/{found[0]}"
-        for name in list_files(fs, img_dir, IMAGE_SUFFIXES):
-            m = _CAM_FILE.fullmatch(name)
-            if m:
-                per_cam.setdefault(m.group(1), []).append((fid, to_url(fs, f"{img_dir}/{name}")))
-                factors.setdefault(m.group(1), found[1])
-    cams = {
-        serial: ImageSequence(tuple(u for _, u in items), tuple(f for f, _ in items))
-        for serial, items in per_cam.items()
-    }
-    return cams, factors
-
-
+    if seq.tracking:
+        notes.append(f"FLAME tracking released: {seq.tracking}")
+    plan.clips.append(ClipSpec(f"nersemble-{family(part.layout)}", part.name, seq.name, tuple(views), frame_ids, fps,
+                               layout=part.layout, notes=tuple(notes),
+                               tracking=to_url(fs, seq.tracking) if seq.tracking else None))

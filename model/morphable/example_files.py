@@ -87,25 +87,30 @@ class ModelTruth:
     landmark_index: np.ndarray | None = None  # [68] linear models
     flame: dict = field(default_factory=dict)  # posedirs, J_regressor, weights, parents, lmk_faces, lmk_bary
 
-    def vertices(self, id_coeffs, exp_coeffs) -> np.ndarray:
-        """[B, k_id], [B, k_exp] (FLAME: k_blend + 3) -> [B, N, 3] float64."""
+    def vertices(self, id_coeffs, exp_coeffs, neck=None, eyes=None) -> np.ndarray:
+        """[B, k_id], [B, k_exp] (FLAME: k_blend + 3; and optionally neck [B, 3], eyes [B, 6] axis-angle)
+        -> [B, N, 3] float64."""
         id_coeffs, exp_coeffs = np.asarray(id_coeffs, np.float64), np.asarray(exp_coeffs, np.float64)
         if self.kind == "flame":
-            return np.stack([self._flame_one(i, e) for i, e in zip(id_coeffs, exp_coeffs)])
+            B = len(id_coeffs)
+            neck = np.zeros((B, 3)) if neck is None else np.asarray(neck, np.float64)
+            eyes = np.zeros((B, 6)) if eyes is None else np.asarray(eyes, np.float64)
+            return np.stack([self._flame_one(*args) for args in zip(id_coeffs, exp_coeffs, neck, eyes)])
         k_id, k_exp = id_coeffs.shape[1], exp_coeffs.shape[1]
         v = (self.mean[None] + np.einsum("nck,bk->bnc", self.id_basis[..., :k_id], id_coeffs)
              + np.einsum("nck,bk->bnc", self.exp_basis[..., :k_exp], exp_coeffs))
         return v - self.mean.mean(axis=0)
 
-    def landmarks(self, id_coeffs, exp_coeffs) -> np.ndarray:
+    def landmarks(self, id_coeffs, exp_coeffs, neck=None, eyes=None) -> np.ndarray:
         """[B, 68, 3] float64."""
-        v = self.vertices(id_coeffs, exp_coeffs)
+        v = self.vertices(id_coeffs, exp_coeffs, neck, eyes)
         if self.kind != "flame":
             return v[:, self.landmark_index]
         corners = v[:, self.faces[self.flame["lmk_faces"]]]  # [B, 68, 3, 3]
         return np.einsum("blkc,lk->blc", corners, self.flame["lmk_bary"])
 
-    def _flame_one(self, id_coeffs: np.ndarray, exp_coeffs: np.ndarray) -> np.ndarray:
+    def _flame_one(self, id_coeffs: np.ndarray, exp_coeffs: np.ndarray, neck: np.ndarray, eyes: np.ndarray
+                   ) -> np.ndarray:
         from scipy.spatial.transform import Rotation
 
         fl = self.flame
@@ -114,7 +119,7 @@ class ModelTruth:
                     + self.exp_basis[..., :len(blend)] @ blend)
         joints = fl["J_regressor"] @ v_shaped  # [5, 3]
         pose = np.zeros((5, 3))
-        pose[2] = jaw
+        pose[1], pose[2], pose[3], pose[4] = neck, jaw, eyes[:3], eyes[3:]
         rot = Rotation.from_rotvec(pose).as_matrix()  # [5, 3, 3]
         feature = np.concatenate([(rot[j] - np.eye(3)).reshape(-1) for j in range(1, 5)])
         v_posed = v_shaped + fl["posedirs"] @ feature

@@ -25,7 +25,7 @@ from model.morphable.flame_file import (
     read_flame_model,
 )
 
-JAW_JOINT = 2
+NECK_JOINT, JAW_JOINT, EYE_JOINTS = 1, 2, (3, 4)
 JAW_PRIOR_STD = (0.2, 0.05, 0.05)  # radians: opening (about x) moves far, sideways/twist little
 
 
@@ -78,10 +78,15 @@ class FlameModel(MorphableModel):
     def n_vertices(self) -> int:
         return self.template.shape[0]
 
-    def full_pose(self, exp_coeffs: Tensor) -> Tensor:
-        """[B, n_exp] -> [B, J, 3] axis-angle per joint: the jaw from the last 3 entries, others zero."""
+    def full_pose(self, exp_coeffs: Tensor, neck: Tensor | None = None, eyes: Tensor | None = None) -> Tensor:
+        """[B, n_exp] (+ neck [B, 3], eyes [B, 6]) -> [B, J, 3] axis-angle per joint: the jaw from the last 3
+        entries of exp, neck and eyes where given, the global rotation zero."""
         pose = exp_coeffs.new_zeros(exp_coeffs.shape[0], len(self.parents), 3)
         pose[:, JAW_JOINT] = exp_coeffs[:, self.n_blend:]
+        if neck is not None:
+            pose[:, NECK_JOINT] = neck
+        if eyes is not None:
+            pose[:, EYE_JOINTS[0]], pose[:, EYE_JOINTS[1]] = eyes[:, :3], eyes[:, 3:]
         return pose
 
     def _rigid_transforms(self, rot: Tensor, joints: Tensor) -> Tensor:
@@ -99,7 +104,13 @@ class FlameModel(MorphableModel):
         t = torch.stack(world_t, 1) - (R @ joints[..., None])[..., 0]  # [B, J, 3]: moves the rest joint to place
         return torch.cat([R, t[..., None]], -1)
 
-    def _skin(self, prefix: str, id_coeffs: Tensor, exp_coeffs: Tensor) -> Tensor:
+    def rest_joints(self, id_coeffs: Tensor, exp_coeffs: Tensor) -> Tensor:
+        """[B, n_id], [B, n_exp] -> [B, J, 3] joint positions of the shaped mesh before posing."""
+        id_coeffs, exp_coeffs = self._coefficients(id_coeffs, exp_coeffs)
+        return (self.joint_template + torch.einsum("jck,bk->bjc", self.joint_dirs_id, id_coeffs)
+                + torch.einsum("jck,bk->bjc", self.joint_dirs_exp, exp_coeffs[:, :self.n_blend]))
+
+    def _skin(self, prefix: str, id_coeffs: Tensor, exp_coeffs: Tensor, pose: Tensor | None = None) -> Tensor:
         """Posed vertices [B, M, 3] of the full mesh (prefix '') or the landmark vertices ('lmk_')."""
         template = getattr(self, prefix + "template")
         blend = exp_coeffs[:, :self.n_blend]
@@ -107,7 +118,7 @@ class FlameModel(MorphableModel):
                     + torch.einsum("mck,bk->bmc", getattr(self, prefix + "dirs_exp"), blend))
         joints = (self.joint_template + torch.einsum("jck,bk->bjc", self.joint_dirs_id, id_coeffs)
                   + torch.einsum("jck,bk->bjc", self.joint_dirs_exp, blend))  # [B, J, 3]
-        rot = axis_angle_to_matrix(self.full_pose(exp_coeffs))  # [B, J, 3, 3]
+        rot = axis_angle_to_matrix(self.full_pose(exp_coeffs) if pose is None else pose)  # [B, J, 3, 3]
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device)
         pose_feature = (rot[:, 1:] - eye).flatten(1)  # [B, 9 (J - 1)]
         v_posed = v_shaped + (pose_feature @ getattr(self, prefix + "posedirs").T).view_as(v_shaped)
@@ -120,10 +131,18 @@ class FlameModel(MorphableModel):
         id_coeffs, exp_coeffs = self._coefficients(id_coeffs, exp_coeffs)
         return self._skin("", id_coeffs, exp_coeffs)
 
-    def landmarks(self, id_coeffs: Tensor, exp_coeffs: Tensor) -> Tensor:
-        """[B, n_id], [B, n_blend + 3] -> [B, 68, 3]: barycentric points on the skinned landmark triangles."""
+    def posed_vertices(self, id_coeffs: Tensor, exp_coeffs: Tensor, neck: Tensor, eyes: Tensor) -> Tensor:
+        """vertices() with the neck [B, 3] and eyes [B, 6] posed too (a released tracking's pose)."""
         id_coeffs, exp_coeffs = self._coefficients(id_coeffs, exp_coeffs)
-        verts = self._skin("lmk_", id_coeffs, exp_coeffs)  # [B, M, 3]
+        return self._skin("", id_coeffs, exp_coeffs, self.full_pose(exp_coeffs, neck, eyes))
+
+    def landmarks(self, id_coeffs: Tensor, exp_coeffs: Tensor, neck: Tensor | None = None,
+                  eyes: Tensor | None = None) -> Tensor:
+        """[B, n_id], [B, n_blend + 3] (+ neck [B, 3], eyes [B, 6]) -> [B, 68, 3]: barycentric points on the
+        skinned landmark triangles."""
+        id_coeffs, exp_coeffs = self._coefficients(id_coeffs, exp_coeffs)
+        pose = None if neck is None and eyes is None else self.full_pose(exp_coeffs, neck, eyes)
+        verts = self._skin("lmk_", id_coeffs, exp_coeffs, pose)  # [B, M, 3]
         corners = verts[:, self.lmk_corner]  # [B, 68, 3 corners, 3]
         return (corners * self.lmk_bary[None, :, :, None]).sum(2)
 

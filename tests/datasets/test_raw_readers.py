@@ -7,7 +7,7 @@ import pytest
 from datasets.cameras import rescale_intrinsics
 from datasets.capture.writer import NersembleV1Writer, VideoWriter, write_calibration, write_image
 from datasets.raw import Selection, read_raw
-from datasets.raw.monocular import vfhq_names
+from datasets.raw.vfhq import vfhq_names
 from datasets.raw.sources import FrameError, ImageSequence, VideoSource, iter_frames
 from tests.helpers import decode_all, tiny_rig
 
@@ -90,7 +90,9 @@ def test_v2_calibration_with_per_camera_intrinsics(tmp_path):
     K = {}
     for i, c in enumerate(rig):
         K[c.serial] = c.K.copy()
-        K[c.serial][:2] *= 1 + i  # a different focal length and principal point per camera
+        K[c.serial][0, 0] *= 1 + i  # a different focal length and principal point per camera
+        K[c.serial][1, 1] *= 1 + i
+        K[c.serial][:2, 2] += (2 * i, -i)
     write_calibration(str(root / "001/calibration/camera_params.json"), K, {c.serial: c.world_to_cam for c in rig})
     for c in rig:
         with VideoWriter(str(root / f"001/sequences/S/images/cam_{c.serial}.mp4"), 32, 48) as w:
@@ -123,3 +125,49 @@ def test_a_video_with_a_display_rotation_is_read_upright(tmp_path):
             assert img.shape == (64, 48, 3)
             assert img[10, 12, 0] > 200 and img[10, 12, 2] < 80  # red still at the top left
             assert img[54, 36, 2] > 200 and img[54, 36, 0] < 80  # blue at the bottom right
+
+
+def _vfhq_clip(folder, n: int) -> None:
+    for i in range(n):
+        write_image(str(folder / f"{i + 1:08d}.png"), np.full((40, 30, 3), 10 * i, np.uint8))
+
+
+def test_vfhq_meta_info_splits_and_person_grouping(tmp_path):
+    from datasets.raw.base import RawDataError
+    from datasets.raw.vfhq import parse_meta
+
+    root = tmp_path / "VFHQ"
+    _vfhq_clip(root / "VFHQ-Train" / "Clip+ab-c+P0+C0+F10-16", 5)
+    _vfhq_clip(root / "VFHQ-Train" / "Clip+ab-c+P0+C1+F40-44", 3)  # no meta: ids from the F range
+    _vfhq_clip(root / "VFHQ-Test" / "Clip+xyz+P1+C0+F0-100", 4)  # no meta, the count does not fit: by position
+    meta = root / "VFHQ_meta_info" / "VFHQ-Train"
+    meta.mkdir(parents=True)
+    rows = "\n".join(f"{f:08d} 00000000 100 120 300 310 1 2 3 4 5 6 7 8 9 10" for f in range(11, 16))
+    (meta / "Clip+ab-c+P0+C0+F10-16.txt").write_text(
+        f"Video: ab-c\nH: 1080\nW: 1920\nFPS: 29.97\n\nFRAME INDEX X0 Y0 W H [Landmarks (5 Points)]\n\n{rows}\n"
+        "CROP: 80 60 560 540\n")
+    parsed = parse_meta((meta / "Clip+ab-c+P0+C0+F10-16.txt").read_text())
+    assert (parsed.width, parsed.height, parsed.fps, parsed.crop) == (1920, 1080, 29.97, (80, 60, 560, 540))
+    for where in (root, root / "VFHQ-Train"):  # the folder above the splits, or one split
+        plan = read_raw("vfhq", str(where), Selection())
+        clips = {c.key: c for c in plan.clips}
+        assert "ab-c_P0/C0_F10-16" in clips and "ab-c_P0/C1_F40-44" in clips
+        c0 = clips["ab-c_P0/C0_F10-16"]
+        assert c0.fps == pytest.approx(29.97) and c0.frame_ids == (11, 12, 13, 14, 15)
+        assert dict(c0.source_meta)["crop"] == (80, 60, 560, 540) and dict(c0.source_meta)["split"] == "VFHQ-Train"
+        assert clips["ab-c_P0/C1_F40-44"].frame_ids == (41, 42, 43)
+    both = {c.key: c for c in read_raw("vfhq", str(root), Selection()).clips}
+    assert both["xyz_P1/C0_F0-100"].frame_ids == (0, 1, 2, 3) and len(both) == 3
+    # videos as download tools name them: grouped by person too
+    vids = tmp_path / "videos"
+    for name in ("Clip+ab-c+P0+C0+F10-16.mp4", "Clip+ab-c+P0+C2.mp4"):
+        with VideoWriter(str(vids / name), 32, 32, fps=25) as w:
+            for _ in range(5):
+                w.write(np.zeros((32, 32, 3), np.uint8))
+    plan = read_raw("vfhq", str(vids), Selection())
+    assert [c.key for c in plan.clips] == ["ab-c_P0/C0_F10-16", "ab-c_P0/C2"]
+    assert dict(plan.clips[0].source_meta)["source_frame_ids"] == (11, 12, 13, 14, 15)
+    empty = tmp_path / "nothing"
+    (empty / "zips").mkdir(parents=True)
+    with pytest.raises(RawDataError, match="no VFHQ clip found.*zips/"):
+        read_raw("vfhq", str(empty), Selection())

@@ -261,3 +261,30 @@ def test_one_video_runs_the_default_stages_and_skips_synthesis(tmp_path):
                              "--stages", stages, "--workers", "0", "--strict"], cwd=REPO, capture_output=True,
                             text=True)
     assert strict.returncode == 2
+
+
+def test_a_real_clip_packaged_as_vfhq_keeps_its_source_frame_ids_and_fps(tmp_path):
+    """The real clip as VFHQ distributes clips (a Clip+... frame folder, meta info in VFHQ_meta_info/ beside
+    the split): the stored frame ids are the source video's, the fps is the meta file's, and the stages
+    find the face on every frame."""
+    frames, _ = variants.read_video(str(FRONTAL))
+    name = "Clip+fRnT4l_M4n+P0+C0+F1500-1525"
+    split = tmp_path / "VFHQ" / "VFHQ-Test"
+    (split / name).mkdir(parents=True)
+    for i, frame in enumerate(frames[:24]):
+        cv2.imwrite(str(split / name / f"{i + 1:08d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    meta = tmp_path / "VFHQ" / "VFHQ_meta_info" / "VFHQ-Test"
+    meta.mkdir(parents=True)
+    rows = "\n".join(f"{1501 + i:08d} 00000000 200 50 240 240 1 2 3 4 5 6 7 8 9 10" for i in range(24))
+    (meta / f"{name}.txt").write_text(f"Video: fRnT4l_M4n\nH: 360\nW: 640\nFPS: 29.97\n\n"
+                                      f"FRAME INDEX X0 Y0 W H [Landmarks (5 Points)]\n\n{rows}\nCROP: 0 0 640 360\n")
+    store = str(tmp_path / "vfhq.zarr")
+    cfg = PreprocessConfig(store=store, stages=["ingest", "landmarks", "fitting"])
+    cfg.source.dataset, cfg.source.root = "vfhq", str(tmp_path / "VFHQ")
+    cfg.runner.workers = 0
+    summary = preprocess(cfg)
+    assert summary.exit_code(strict=True) == 0
+    g = Store(store, mode="r").clip("fRnT4l_M4n_P0/C0_F1500-1525")
+    assert g.attrs["frame_ids"] == list(range(1501, 1525)) and g.attrs["fps"] == pytest.approx(29.97)
+    assert g.attrs["raw"]["meta"]["crop"] == [0, 0, 640, 360] and g.attrs["raw"]["meta"]["split"] == "VFHQ-Test"
+    assert (g["lmk2d"][..., 2].mean(-1) > 0.5).all() and g["fit/ok"][:].all()
