@@ -75,6 +75,7 @@ class IngestStage(Stage):
     version = "2"
     requires = ("framing",)
     products = FRAME_ARRAYS
+    later_settings = {"color_correction": "auto"}  # stores made before it: nothing was shipped to apply
     sequential = True
     reads_raw = True
 

@@ -102,7 +102,7 @@ def _stage_fingerprints(store: Store, stages: list[Stage]) -> dict[str, str]:
                                     f"add it: --stages {','.join([dep, *selected])}")
                 upstream[dep] = record["fingerprint"]
         fps[stage.name] = fingerprint({"stage": stage.name, "version": stage.version,
-                                       "config": stage.config_dict(), "upstream": upstream})
+                                       "config": stage.fingerprint_config(), "upstream": upstream})
     return fps
 
 

@@ -101,6 +101,14 @@ class Stage(ABC):
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
+    # settings added after stores were made, with the value that reproduces the earlier behaviour: at that
+    # value they stay out of the fingerprint, so those stores' finished blocks remain current
+    later_settings: ClassVar[dict[str, Any]] = {}
+
+    def fingerprint_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config_dict().items()
+                if not (k in self.later_settings and v == self.later_settings[k])}
+
     def check(self) -> None:
         """Driver side, before planning: raise a clear error when the backend cannot run here (e.g. a
         weight file is missing), so the run fails once instead of in every task."""

@@ -306,3 +306,12 @@ def test_released_flame_tracking_is_imported_and_reprojects_onto_the_drawn_landm
     np.testing.assert_allclose(g["fit/expression"][0], exp[0], atol=1e-6)
     items = [i for i in store.ledger("fitting", f"{P}/{SEQ}")]
     assert [i.frame for i in items] == [2] and "no row for this frame" in items[0].reason
+
+
+def test_stores_made_before_colour_correction_existed_keep_their_fingerprints():
+    """`color_correction` at its default does what ingest did before the setting existed (nothing shipped
+    was read then), so it stays out of the fingerprint; any other value is in it."""
+    from pipeline.ingest import IngestConfig, IngestStage
+
+    assert "color_correction" not in IngestStage(IngestConfig()).fingerprint_config()
+    assert IngestStage(IngestConfig(color_correction="off")).fingerprint_config()["color_correction"] == "off"
