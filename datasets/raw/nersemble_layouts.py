@@ -162,11 +162,10 @@ def find_participants(fs, base: str) -> tuple[list[Participant], list[tuple[str,
         found += sub
         unmatched += [(f"{task}/{f}", why) for f, why in bad]
     parts = {m["seq"]: d for d in top if (m := _PART.fullmatch(d))}
-    if parts:  # v1-release: one folder per zip
-        names = sorted({p for d in parts.values() for p in list_dirs(fs, f"{base}/{d}")})
-        for name in names:
-            extra = [(seq, f"{base}/{d}/{name}/{seq}") for seq, d in sorted(parts.items())
-                     if fs.isdir(f"{base}/{d}/{name}/{seq}")]
+    if parts:  # v1-release: one folder per zip, each listed once (object stores: one request per folder)
+        members = {seq: set(list_dirs(fs, f"{base}/{d}")) for seq, d in parts.items()}
+        for name in sorted(set().union(*members.values())):
+            extra = [(seq, f"{base}/{parts[seq]}/{name}/{seq}") for seq in sorted(parts) if name in members[seq]]
             found.append(_video_folders_participant(fs, name, "v1-release", "", [base], extra))
     handled = set(tasks) | set(parts.values()) | {"camera_params", "color_correction"}
     for d in top:
