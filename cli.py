@@ -39,8 +39,15 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(*names: str, **kwargs):
-    """app.command, with the error contract: a UserError raised by the command is one line, exit 2."""
+avatar_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                         help="Head avatars from a trained Gaussian head model (GPHMv2 section 3.5): fit one "
+                              "to a video, a few photos or one photo; evaluate it on its held-out frames.")
+app.add_typer(avatar_app, name="avatar")
+
+
+def command(*names: str, on: typer.Typer = app, **kwargs):
+    """app.command (or a sub-app's), with the error contract: a UserError raised by the command is one
+    line, exit 2."""
     def register(function):
         @functools.wraps(function)
         def run(*args, **kw):
@@ -50,7 +57,7 @@ def command(*names: str, **kwargs):
                 _fail(str(e))
             except OSError as e:  # a path that cannot be read or written: the user's to fix as well
                 _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
-        return app.command(*names, **kwargs)(run)
+        return on.command(*names, **kwargs)(run)
     return register
 
 
@@ -547,6 +554,133 @@ def render(
             console.print(f"grid: {show.grid(grid, ids, n_ids, exps, n_exps, seed)}")
         if transfer:
             console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
+
+
+@command("fit", on=avatar_app, epilog="""
+**Examples**
+
+    python cli.py avatar fit me.mp4 --model runs/demo-gaussian --out avatars/me
+
+    python cli.py avatar fit photo.jpg --model runs/demo-gaussian --out avatars/photo    # one image: few-shot
+
+    python cli.py avatar fit --store stores/nersemble.zarr --clip 001/EXP-1-jawopen --view 8 \\
+        --model runs/demo-gaussian --out avatars/001 --no-prior            # the ablation without the prior
+""")
+def avatar_fit(
+    input: Optional[str] = typer.Argument(None, help="A video, an image folder or one image (preprocessed into "
+                                                    "AVATAR/store.zarr); leave out with --store."),
+    model: str = typer.Option(..., help="The trained Gaussian head model: a stage-2 run directory or checkpoint."),
+    out: str = typer.Option(..., help="The avatar directory (avatar.pt, fit_state.pt, previews, tensorboard)."),
+    store: Optional[str] = typer.Option(None, help="A store already preprocessed (instead of INPUT)."),
+    clip: Optional[str] = typer.Option(None, help="The store clip (subject/sequence) [the first]."),
+    view: int = typer.Option(0, help="The camera of the clip [0]."),
+    holdout: float = typer.Option(0.2, help="Share of the last frames held out for evaluation, never fitted."),
+    fit_iters: int = typer.Option(100, help="GPHM fitting iterations (identity code only)."),
+    finetune_iters: int = typer.Option(2000, help="Finetuning iterations."),
+    few_shot: str = typer.Option("auto", help="auto (below 16 training frames), on or off: f_exp and Psi frozen, "
+                                              "150 finetuning iterations per image."),
+    no_prior: bool = typer.Option(False, "--no-prior", help="Ablation: the model rebuilt from the template with "
+                                                            "untrained networks, the same schedule."),
+    no_dyn: bool = typer.Option(False, "--no-dyn", help="Ablation: without f_dyn."),
+    freeze_motion: bool = typer.Option(False, "--freeze-motion", help="Ablation: f_exp and Psi not finetuned."),
+    seed: int = typer.Option(0, help="Seed of the code's start and of the frame order."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+    workers: int = typer.Option(1, help="Preprocessing worker processes."),
+) -> None:
+    """Fit an avatar: preprocess INPUT like the training data, fit the identity code, then finetune the
+    person's Gaussians, f_exp, Psi and a new f_dyn. Rerun the same command to resume an interrupted fit."""
+    import os
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from datasets.store import Store
+    from model.avatar.fit import AvatarConfig, AvatarFit
+    from model.avatar.frames import AvatarFrames
+    from model.avatar.inputs import AVATAR_STAGES, input_kind
+
+    if (input is None) == (store is None):
+        _fail("give INPUT (a video, an image folder or an image) or --store STORE, not both")
+    if not 0 <= holdout < 1:
+        _fail(f"--holdout must be in [0, 1), got {holdout}")
+    config = AvatarConfig(model=model, out=out, fit_iters=fit_iters, finetune_iters=finetune_iters,
+                          few_shot=few_shot, prior=not no_prior, use_dyn=not no_dyn,
+                          finetune_motion=not freeze_motion, seed=seed, device=device, threads=threads)
+    if store is None:
+        from pipeline.config import PreprocessConfig
+        from pipeline.console import RichReporter, print_summary
+        from pipeline.runner import preprocess as run_preprocess
+
+        kind, root = input_kind(input, out)
+        store = os.path.join(out, "store.zarr")
+        cfg = PreprocessConfig(store=store, stages=list(AVATAR_STAGES))
+        cfg.source.dataset, cfg.source.root = kind, root
+        cfg.runner.workers = workers
+        with RichReporter(console) as reporter:
+            summary = run_preprocess(cfg, reporter)
+        print_summary(console, summary, store)
+        if summary.exit_code(False):
+            _fail(f"preprocessing {input} failed; see python cli.py report {store}")
+    clips = Store(store, mode="r").clips()
+    clip = clip or (clips[0] if clips else None)
+    if clip is None:
+        _fail(f"{store} has no clip")
+    frames = AvatarFrames.load(store, clip, view, holdout)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(phase: str, step: int, total: int, terms: dict) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(f"{phase:8s}", total=total, loss=terms["total"])
+            progress.update(tasks[phase], completed=step, loss=terms["total"])
+
+        fit = AvatarFit(config, frames, progress=report)
+        console.print(f"{clip} view {view}: {len(frames.train)} frame(s) fitted, {len(frames.heldout)} held out"
+                      + ("; few-shot: f_exp and Psi frozen" if fit.few_shot else "")
+                      + f"; {config.fit_iters} + {fit.finetune_iters} iterations"
+                      + ("" if config.prior else " (no prior: template start)"))
+        path = fit.run()
+    console.print(f"avatar: {path}")
+
+
+@command("evaluate", on=avatar_app, epilog="""
+**Examples**
+
+    python cli.py avatar evaluate avatars/me
+
+    python cli.py avatar evaluate avatars/me --json > me_metrics.json
+""")
+def avatar_evaluate(
+    avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    face_distance: bool = typer.Option(True, help="Face Distance with dlib's face descriptor model."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+) -> None:
+    """PSNR and SSIM (fine and coarse) and the Face Distance of an avatar on its held-out frames."""
+    from model.avatar.evaluate import evaluate_avatar
+    from model.avatar.fit import load_avatar
+    from model.avatar.frames import AvatarFrames
+
+    model, payload = load_avatar(avatar, device)
+    frames = AvatarFrames.of_avatar(payload["frames"])
+    distance = None
+    if face_distance:
+        from pipeline.backends.face_distance import FaceDistance
+
+        distance = FaceDistance()
+    metrics = evaluate_avatar(model, frames, device, distance)
+    metrics.update(prior=payload["source"]["prior"], iterations=payload["iterations"], seconds=payload["seconds"])
+    if as_json:
+        sys.stdout.write(json.dumps(metrics, indent=1) + "\n")
+        return
+    _stdout().print(f"{payload['frames']['clip']} ({metrics['on']}, {int(metrics['frames'])}): "
+                    f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}; coarse (no Psi) PSNR "
+                    f"{metrics['psnr_coarse']:.2f} dB, SSIM {metrics['ssim_coarse']:.3f}; Face Distance "
+                    + (f"{metrics['face_distance']:.3f} over {int(metrics['face_frames'])} frame(s)"
+                       if metrics["face_frames"] else "n/a (no face found by dlib in both images)")
+                    + ("" if payload["source"]["prior"] else "  [no prior]"))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ def test_the_list_of_commands_is_complete():
         c.replace("-", "_") if c not in ("synth-data", "build-shards") else c for c in COMMANDS)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS + ["avatar fit", "avatar evaluate"])
 def test_every_command_has_help_with_an_example(command):
-    out = _cli(command, "--help").stdout
+    out = _cli(*command.split(), "--help").stdout
     assert "Examples" in out and f"python cli.py {command}" in out
 
 
@@ -83,6 +83,11 @@ def _invoke(*args: str):
     (["train", "nowhere_shards", "--preset", "huge"], "has no preset 'huge'"),
     (["evaluate", "nowhere_run"], "no checkpoint"),
     (["render", "nowhere_run", "--grid", "g.png", "--identities", "random:many"], "random:N"),
+    (["avatar", "fit", "nowhere.mp4", "--model", "run", "--out", "a"], "does not exist"),
+    (["avatar", "fit", "x.mp4", "--model", "run", "--out", "a", "--few-shot", "maybe"], "few_shot must be"),
+    (["avatar", "fit", "x.mp4", "--model", "run", "--out", "a", "--holdout", "1.5"], "--holdout must be"),
+    (["avatar", "fit", "--store", "nowhere.zarr", "--model", "run", "--out", "a"], "no store at"),
+    (["avatar", "evaluate", "nowhere_avatar"], "no checkpoint at"),
 ])
 def test_a_bad_value_is_one_clear_line_with_exit_2(args, says, tmp_path, monkeypatch):
     """Every command: an empty, malformed or unknown value (or a missing input) is one line naming what is

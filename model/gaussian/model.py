@@ -59,6 +59,25 @@ class GaussianOutputs:
     to_world: tuple[Tensor, Tensor]  # (A [B, 3, 3], b [B, 3]) of the fitted pose: world = A c + b
 
 
+def splat_posed(g: CanonicalGaussians, M: Tensor, t: Tensor, K: Tensor, world_to_cam: Tensor, height: int,
+                width: int, backend: str) -> tuple[Tensor, Tensor]:
+    """Pose canonical Gaussians by world = M c + t (M: [B, 3, 3] a rotation times a positive scale; t: [B, 3])
+    and render every sample's Gaussians into its cameras (K: [B, V, 3, 3], world_to_cam: [B, V, 4, 4])
+    -> features [B*V, C, height, width], alpha [B*V, height, width]."""
+    s = torch.linalg.det(M).abs().pow(1 / 3)  # [B]
+    q_pose = matrix_to_quat(M / s[:, None, None])  # [B, 4]
+    means = g.means @ M.transpose(1, 2) + t[:, None]
+    quats = quat_multiply(q_pose[:, None], g.quats / g.quats.norm(dim=-1, keepdim=True))
+    scales = torch.exp(g.log_scales) * s[:, None, None]
+    images, alphas = [], []
+    for b in range(means.shape[0]):  # each sample has its own Gaussians
+        image, alpha = render_gaussians(means[b], quats[b], scales[b], g.opacities[b], g.colours[b], K[b],
+                                        world_to_cam[b], height, width, backend=backend)
+        images.append(image)
+        alphas.append(alpha)
+    return torch.cat(images).permute(0, 3, 1, 2), torch.cat(alphas)
+
+
 class GaussianModel(MotionDeformation):
     def __init__(self, guiding_config: GuidingConfig, config: GaussianConfig, frame: CanonicalFrame,
                  points: dict[str, Tensor], landmarks: Tensor, n_identities: int, n_frames: int):
@@ -100,21 +119,7 @@ class GaussianModel(MotionDeformation):
 
     def splat(self, g: CanonicalGaussians, M: Tensor, t: Tensor, K: Tensor, world_to_cam: Tensor, height: int,
               width: int) -> tuple[Tensor, Tensor]:
-        """Pose by world = M c + t (M: [B, 3, 3] a rotation times a positive scale; t: [B, 3]) and render
-        every sample's Gaussians into its cameras (K: [B, V, 3, 3], world_to_cam: [B, V, 4, 4])
-        -> features [B*V, C, height, width], alpha [B*V, height, width]."""
-        s = torch.linalg.det(M).abs().pow(1 / 3)  # [B]
-        q_pose = matrix_to_quat(M / s[:, None, None])  # [B, 4]
-        means = g.means @ M.transpose(1, 2) + t[:, None]
-        quats = quat_multiply(q_pose[:, None], g.quats / g.quats.norm(dim=-1, keepdim=True))
-        scales = torch.exp(g.log_scales) * s[:, None, None]
-        images, alphas = [], []
-        for b in range(means.shape[0]):  # each sample has its own Gaussians
-            image, alpha = render_gaussians(means[b], quats[b], scales[b], g.opacities[b], g.colours[b], K[b],
-                                            world_to_cam[b], height, width, backend=self.gaussian_config.backend)
-            images.append(image)
-            alphas.append(alpha)
-        return torch.cat(images).permute(0, 3, 1, 2), torch.cat(alphas)
+        return splat_posed(g, M, t, K, world_to_cam, height, width, self.gaussian_config.backend)
 
     def forward(self, x: Inputs) -> GaussianOutputs:
         c = self.config
