@@ -556,6 +556,35 @@ def render(
             console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
 
 
+def _preprocess_avatar_input(input: str, folder: str, store: str, workers: int) -> str:
+    """INPUT (a video, an image folder or an image) preprocessed into `store` with the training data's
+    stages; the store's path."""
+    from model.avatar.inputs import AVATAR_STAGES, input_kind
+    from pipeline.config import PreprocessConfig
+    from pipeline.console import RichReporter, print_summary
+    from pipeline.runner import preprocess as run_preprocess
+
+    kind, root = input_kind(input, folder)
+    cfg = PreprocessConfig(store=store, stages=list(AVATAR_STAGES))
+    cfg.source.dataset, cfg.source.root = kind, root
+    cfg.runner.workers = workers
+    with RichReporter(console) as reporter:
+        summary = run_preprocess(cfg, reporter)
+    print_summary(console, summary, store)
+    if summary.exit_code(False):
+        _fail(f"preprocessing {input} failed; see python cli.py report {store}")
+    return store
+
+
+def _first_clip(store: str, clip: str | None) -> str:
+    from datasets.store import Store
+
+    clips = Store(store, mode="r").clips()
+    if clip is None and not clips:
+        _fail(f"{store} has no clip")
+    return clip or clips[0]
+
+
 @command("fit", on=avatar_app, epilog="""
 **Examples**
 
@@ -594,10 +623,8 @@ def avatar_fit(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from datasets.store import Store
     from model.avatar.fit import AvatarConfig, AvatarFit
     from model.avatar.frames import AvatarFrames
-    from model.avatar.inputs import AVATAR_STAGES, input_kind
 
     if (input is None) == (store is None):
         _fail("give INPUT (a video, an image folder or an image) or --store STORE, not both")
@@ -607,24 +634,8 @@ def avatar_fit(
                           few_shot=few_shot, prior=not no_prior, use_dyn=not no_dyn,
                           finetune_motion=not freeze_motion, seed=seed, device=device, threads=threads)
     if store is None:
-        from pipeline.config import PreprocessConfig
-        from pipeline.console import RichReporter, print_summary
-        from pipeline.runner import preprocess as run_preprocess
-
-        kind, root = input_kind(input, out)
-        store = os.path.join(out, "store.zarr")
-        cfg = PreprocessConfig(store=store, stages=list(AVATAR_STAGES))
-        cfg.source.dataset, cfg.source.root = kind, root
-        cfg.runner.workers = workers
-        with RichReporter(console) as reporter:
-            summary = run_preprocess(cfg, reporter)
-        print_summary(console, summary, store)
-        if summary.exit_code(False):
-            _fail(f"preprocessing {input} failed; see python cli.py report {store}")
-    clips = Store(store, mode="r").clips()
-    clip = clip or (clips[0] if clips else None)
-    if clip is None:
-        _fail(f"{store} has no clip")
+        store = _preprocess_avatar_input(input, out, os.path.join(out, "store.zarr"), workers)
+    clip = _first_clip(store, clip)
     frames = AvatarFrames.load(store, clip, view, holdout)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -643,6 +654,98 @@ def avatar_fit(
                       + ("" if config.prior else " (no prior: template start)"))
         path = fit.run()
     console.print(f"avatar: {path}")
+
+
+@command("drive", on=avatar_app, epilog="""
+**Examples**
+
+    python cli.py avatar drive avatars/me --driver other.mp4 --out renders/me-driven.mp4 --side-by-side
+
+    python cli.py avatar drive avatars/me --driver-store stores/demo.zarr --driver-clip 002/EXP-1-jawopen \\
+        --driver-view 8 --out renders/me-by-002.mp4 --fixed-non-face
+
+    python cli.py avatar drive avatars/me --self --out renders/me-self.mp4    # its own held-out frames
+""")
+def avatar_drive(
+    avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
+    out: str = typer.Option(..., help="The video to write (.mp4 or .gif)."),
+    driver: Optional[str] = typer.Option(None, help="Driving video, image folder or image (preprocessed like the "
+                                                    "training data into AVATAR/drivers/)."),
+    driver_store: Optional[str] = typer.Option(None, help="A preprocessed store to drive with instead."),
+    driver_clip: Optional[str] = typer.Option(None, help="Its clip [the first]."),
+    driver_view: int = typer.Option(0, help="Its camera [0]."),
+    self_reenact: bool = typer.Option(False, "--self", help="Drive with the avatar's own held-out frames."),
+    fixed_non_face: bool = typer.Option(False, "--fixed-non-face", help="Keep a non-face code of the avatar's own "
+                                                                        "frames (neck and shoulders still)."),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="Write the driver and the avatar together."),
+    frames: int = typer.Option(0, help="At most this many driving frames (0: all)."),
+    fps: int = typer.Option(25, help="Frames per second of the video."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    workers: int = typer.Option(1, help="Preprocessing worker processes."),
+) -> None:
+    """Drive an avatar with another video: the driver's face crops give the expression, its non-face images
+    the neck and shoulders, its head pose (relative to its mean) poses the avatar."""
+    import os
+
+    import numpy as np
+
+    from model.avatar.drive import drive
+    from model.avatar.fit import load_avatar
+    from model.avatar.frames import AvatarFrames
+    from model.render.video import write_animation
+
+    if sum(x is not None and x is not False for x in (driver, driver_store, self_reenact or None)) != 1:
+        _fail("give one driver: --driver VIDEO_OR_IMAGES, --driver-store STORE or --self")
+    model, payload = load_avatar(avatar, device)
+    own = AvatarFrames.of_avatar(payload["frames"])
+    if self_reenact:
+        if not len(own.heldout):
+            _fail("the avatar has no held-out frame to drive itself with (fitted with --holdout 0)")
+        driving = own.subset(own.heldout)
+    else:
+        if driver is not None:
+            folder = os.path.join(os.path.dirname(os.path.abspath(payload_path(avatar))), "drivers")
+            name = os.path.splitext(os.path.basename(driver.rstrip("/")))[0]
+            driver_store = _preprocess_avatar_input(driver, folder, os.path.join(folder, f"{name}.zarr"), workers)
+        driving = AvatarFrames.load(driver_store, _first_clip(driver_store, driver_clip), driver_view, 0.0)
+    with console.status(f"driving {len(driving) if not frames else min(frames, len(driving))} frame(s)"):
+        renders, shown = drive(model, own, driving, device, fixed_non_face, frames)
+    video = [np.concatenate([d, r], 1) for d, r in zip(shown, renders)] if side_by_side else renders
+    console.print(f"driven: {write_animation(out, video, fps)}")
+
+
+@command("render", on=avatar_app, epilog="""
+**Examples**
+
+    python cli.py avatar render avatars/me --turntable renders/me-turntable.gif
+""")
+def avatar_render(
+    avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
+    turntable: str = typer.Option(..., help="Write a turntable here (.gif or .mp4)."),
+    frames: int = typer.Option(36, help="Angles of the turntable."),
+    size: int = typer.Option(256, help="Image size in pixels."),
+    fps: int = typer.Option(20, help="Frames per second."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Render an avatar from cameras around its head, with the expression of its first fitted frame."""
+    from model.avatar.fit import load_avatar
+    from model.avatar.frames import AvatarFrames
+    from model.avatar.render import turntable as render_turntable
+    from model.render.video import write_animation
+
+    if frames < 1 or size < 16:
+        _fail("--frames must be at least 1 and --size at least 16")
+    model, payload = load_avatar(avatar, device)
+    own = AvatarFrames.of_avatar(payload["frames"])
+    with console.status("rendering"):
+        views = render_turntable(model, own, frames, size, device=device)
+    console.print(f"turntable: {write_animation(turntable, views, fps)}")
+
+
+def payload_path(avatar: str) -> str:
+    import os
+
+    return os.path.join(avatar, "avatar.pt") if os.path.isdir(avatar) else avatar
 
 
 @command("evaluate", on=avatar_app, epilog="""

@@ -75,6 +75,13 @@ class AvatarFrames:
         return AvatarFrames(store_url, clip, view, frames, idx[:len(frames) - n_out], idx[len(frames) - n_out:], arrays,
                             holdout)
 
+    def subset(self, rows) -> "AvatarFrames":
+        """Those usable frames (indices into `frames`) as a clip of their own, all of them training frames
+        (a driver made of an avatar's held-out frames)."""
+        rows = np.asarray(rows, int)
+        return AvatarFrames(self.store, self.clip, self.view, self.frames[rows], np.arange(len(rows)),
+                            np.zeros(0, int), {k: v[rows] for k, v in self.arrays.items()}, 0.0)
+
     def __len__(self) -> int:
         return len(self.frames)
 

@@ -56,7 +56,7 @@ class Showcase:
         index, name = self._subject(subject)
         own = self._frames(subject_clip(self.manifest, name), limit=1)
         z_exp, z_nf = self._codes(own)
-        K, E = ring(self.model, frames, self.size)
+        K, E = ring(self.model.landmarks, frames, self.size)
         images = render(self.model, self.model.id_codes[index:index + 1], z_exp, z_nf, K, E, self.size)[0]
         return write_animation(out, list(images), fps=fps)
 
@@ -79,7 +79,7 @@ class Showcase:
             driving = self._frames(clip_index(self.manifest, clip_name), frame_ids=[int(frame)])
             codes.append(self._codes(driving))
             col_labels.append(spec)
-        K, E = ring(self.model, 1, self.size)
+        K, E = ring(self.model.landmarks, 1, self.size)
         n = z_id.shape[0]
         columns = [render(self.model, z_id, z_exp.expand(n, -1), None if z_nf is None else z_nf.expand(n, -1), K, E,
                           self.size)[:, 0] for z_exp, z_nf in codes]  # every identity of a column at once
@@ -107,7 +107,7 @@ class Showcase:
         if own_non_face and z_nf is not None:
             own = self._frames(subject_clip(self.manifest, name), limit=1)
             z_nf = self._codes(own)[1].expand_as(z_nf)
-        K, E = ring(self.model, 1, self.size)
+        K, E = ring(self.model.landmarks, 1, self.size)
         z_id = self.model.id_codes[index:index + 1].expand(z_exp.shape[0], -1)
         rendered = render(self.model, z_id, z_exp, z_nf, K, E, self.size)[:, 0]
         crops = torch.from_numpy(driving.crops).permute(0, 3, 1, 2).float()

@@ -145,3 +145,67 @@ def test_the_avatar_commands(trained, tmp_path):
     assert stage1.exit_code == 2 and "stage-1" in stage1.output
     with pytest.raises(AvatarDataError, match="has 6 camera"):
         AvatarFrames.load(store, CLIP, view=9)
+
+
+def _posed_frames(R: np.ndarray, t: np.ndarray, s: np.ndarray, E: np.ndarray) -> AvatarFrames:
+    T = len(R)
+    pose = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
+    pose[:, :3, :3], pose[:, :3, 3] = R, t
+    arrays = {"pose": pose, "scale": s.astype(np.float32), "world_to_cam": np.repeat(E[None], T, 0).astype(np.float32)}
+    return AvatarFrames("", "", 0, np.arange(T), np.arange(T), np.zeros(0, int), arrays)
+
+
+def test_driven_poses_carry_the_drivers_motion_relative_to_its_mean():
+    from scipy.spatial.transform import Rotation
+
+    from model.avatar.drive import driven_poses
+
+    rng = np.random.default_rng(0)
+    turns = Rotation.from_rotvec(rng.normal(0, 0.2, (5, 3)))
+    E_driver = np.eye(4)
+    E_avatar = np.eye(4)
+    E_avatar[:3, :3] = Rotation.from_rotvec([0, 0.5, 0]).as_matrix()  # another camera placement
+    E_avatar[:3, 3] = [0.1, 0, 1.0]
+    driver = _posed_frames(turns.as_matrix(), rng.normal(0, 0.01, (5, 3)) + [0, 0, 1], np.full(5, 2.0), E_driver)
+    base = Rotation.from_rotvec([0.1, -0.2, 0.0]).as_matrix()
+    avatar = _posed_frames(np.repeat(base[None], 3, 0), np.zeros((3, 3)), np.ones(3), E_avatar)
+    pose, scale = driven_poses(avatar, driver, np.arange(5))
+    Rc = E_avatar[:3, :3] @ pose[:, :3, :3]  # in the avatar camera's frame
+    from model.fitting.geometry import project_to_rotation
+
+    mean_d = project_to_rotation(turns.as_matrix().mean(0))
+    expected = turns.as_matrix() @ mean_d.T @ (E_avatar[:3, :3] @ base)
+    np.testing.assert_allclose(Rc, expected, atol=1e-5)
+    # the translation moves by the driver's offsets from its mean, in head sizes (scale 2 -> 1: halved)
+    tc = np.einsum("ij,tj->ti", E_avatar[:3, :3], pose[:, :3, 3]) + E_avatar[:3, 3]
+    td = driver.arrays["pose"][:, :3, 3]
+    np.testing.assert_allclose(tc - tc.mean(0), (td - td.mean(0)) / 2, atol=1e-6)
+    assert np.allclose(scale, 1.0)
+
+
+def test_driving_an_avatar_writes_the_driven_video(trained, tmp_path):
+    import cli
+    from model.render.video import read_mp4_frames
+
+    store, model = trained
+    out = str(tmp_path / "a")
+    _fit(trained, out, fit_iters=2, finetune_iters=2).run()
+    runner = CliRunner()
+    run = runner.invoke(cli.app, ["avatar", "drive", out, "--self", "--out", str(tmp_path / "self.mp4")])
+    assert run.exit_code == 0, run.output
+    assert read_mp4_frames(tmp_path / "self.mp4").shape[0] == 1  # the one held-out frame
+    run = runner.invoke(cli.app, ["avatar", "drive", out, "--driver-store", store, "--driver-clip", "001/SEQ-0",
+                                  "--driver-view", "3", "--side-by-side", "--fixed-non-face",
+                                  "--out", str(tmp_path / "other.mp4")])
+    assert run.exit_code == 0, run.output
+    video = read_mp4_frames(tmp_path / "other.mp4")
+    usable = len(AvatarFrames.load(store, "001/SEQ-0", view=3, holdout=0.0))  # one frame of it was not fitted
+    assert video.shape[0] == usable == 5 and video.shape[2] == 2 * video.shape[1]  # driver | avatar
+    none = runner.invoke(cli.app, ["avatar", "drive", out, "--out", str(tmp_path / "x.mp4")])
+    assert none.exit_code == 2 and "give one driver" in none.output
+    run = runner.invoke(cli.app, ["avatar", "render", out, "--turntable", str(tmp_path / "t.gif"), "--frames", "3",
+                                  "--size", "32"])
+    assert run.exit_code == 0, run.output
+    from model.render.video import read_gif_frames
+
+    assert read_gif_frames(tmp_path / "t.gif").shape == (3, 32, 32, 3)

@@ -42,7 +42,7 @@ def _gaussian(guiding, init: str = "stage1") -> GaussianModel:
 
 def _inputs(config, B: int = 2, V: int = 2, size: int = 32) -> Inputs:
     gen = torch.Generator().manual_seed(1)
-    K, E = ring(_Stub(), V, size, sweep_deg=60.0)  # the same cameras for every sample
+    K, E = ring(torch.zeros(68, 3), V, size, sweep_deg=60.0)  # the same cameras for every sample
     pose = torch.eye(4).repeat(B, 1, 1)
     return Inputs(identity=torch.tensor([0, 2][:B]), frame_rows=torch.tensor([1, 4][:B]),
                   condition=torch.rand(B, 3, config.encoder_input, config.encoder_input, generator=gen),
@@ -54,10 +54,6 @@ def _codes(config) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(2)
     return (torch.randn(1, config.exp_dim, generator=gen, dtype=torch.float64),
             torch.randn(1, config.nf_dim, generator=gen, dtype=torch.float64))
-
-
-class _Stub:  # what `ring` reads from a model: the landmarks' height
-    landmarks = torch.zeros(68, 3)
 
 
 def test_points_start_on_the_stage1_mean_mesh_with_3dgs_attributes(guiding):
