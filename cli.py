@@ -759,9 +759,12 @@ def avatar_evaluate(
     avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     face_distance: bool = typer.Option(True, help="Face Distance with dlib's face descriptor model."),
+    vgg_weights: Optional[str] = typer.Option(None, help="LPIPS: a torchvision VGG16 state dict."),
+    lpips_weights: Optional[str] = typer.Option(None, help="LPIPS: the lpips package's weights/v0.1/vgg.pth."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
 ) -> None:
-    """PSNR and SSIM (fine and coarse) and the Face Distance of an avatar on its held-out frames."""
+    """PSNR and SSIM (fine and coarse), the Face Distance and (with its weight files) LPIPS of an avatar on
+    its held-out frames."""
     from model.avatar.evaluate import evaluate_avatar
     from model.avatar.fit import load_avatar
     from model.avatar.frames import AvatarFrames
@@ -773,7 +776,14 @@ def avatar_evaluate(
         from pipeline.backends.face_distance import FaceDistance
 
         distance = FaceDistance()
-    metrics = evaluate_avatar(model, frames, device, distance)
+    lpips = None
+    if vgg_weights or lpips_weights:
+        if not (vgg_weights and lpips_weights):
+            _fail("LPIPS needs both --vgg-weights and --lpips-weights")
+        from model.nets.lpips import LPIPS
+
+        lpips = LPIPS(vgg_weights, lpips_weights).to(device)
+    metrics = evaluate_avatar(model, frames, device, distance, lpips)
     metrics.update(prior=payload["source"]["prior"], iterations=payload["iterations"], seconds=payload["seconds"])
     if as_json:
         sys.stdout.write(json.dumps(metrics, indent=1) + "\n")
@@ -783,6 +793,7 @@ def avatar_evaluate(
                     f"{metrics['psnr_coarse']:.2f} dB, SSIM {metrics['ssim_coarse']:.3f}; Face Distance "
                     + (f"{metrics['face_distance']:.3f} over {int(metrics['face_frames'])} frame(s)"
                        if metrics["face_frames"] else "n/a (no face found by dlib in both images)")
+                    + (f"; LPIPS {metrics['lpips']:.3f}" if lpips is not None else "")
                     + ("" if payload["source"]["prior"] else "  [no prior]"))
 
 

@@ -21,11 +21,13 @@ def _uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def evaluate_avatar(avatar: Avatar, frames: AvatarFrames, device: torch.device | str = "cpu",
-                    face_distance: Callable[[np.ndarray, np.ndarray], float | None] | None = None) -> dict:
+                    face_distance: Callable[[np.ndarray, np.ndarray], float | None] | None = None,
+                    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict:
     """Metrics over the held-out frames (the training frames when there is none, said so in 'on');
-    face_distance(render, truth) of two uint8 [H, W, 3] images, None where it finds no face."""
+    face_distance(render, truth) of two uint8 [H, W, 3] images, None where it finds no face; lpips(a, b) of
+    [B, 3, H, W] images in [0, 1] (model/nets/lpips.py, from the user's weight files)."""
     rows = frames.heldout if len(frames.heldout) else frames.train
-    fine_p, fine_s, coarse_p, coarse_s, dists = [], [], [], [], []
+    fine_p, fine_s, coarse_p, coarse_s, dists, perceptual = [], [], [], [], [], []
     with torch.no_grad():
         for r in rows:
             inputs, targets = frames.batch([int(r)], avatar.config, torch.device(device))
@@ -34,6 +36,8 @@ def evaluate_avatar(avatar: Avatar, frames: AvatarFrames, device: torch.device |
             fine_s.append(float(ssim(out.fine, targets.rgb)[0]))
             coarse_p.append(float(psnr(out.coarse, targets.coarse_rgb)[0]))
             coarse_s.append(float(ssim(out.coarse, targets.coarse_rgb)[0]))
+            if lpips is not None:
+                perceptual.append(float(lpips(out.fine, targets.rgb)[0]))
             if face_distance is not None:
                 d = face_distance(_uint8(out.fine[0]), _uint8(targets.rgb[0]))
                 if d is not None:
@@ -43,4 +47,5 @@ def evaluate_avatar(avatar: Avatar, frames: AvatarFrames, device: torch.device |
               "on": "held-out frames" if len(frames.heldout) else "training frames (no frame was held out)"}
     result["face_distance"] = float(np.mean(dists)) if dists else float("nan")
     result["face_frames"] = float(len(dists))
+    result["lpips"] = float(np.mean(perceptual)) if perceptual else float("nan")
     return result

@@ -138,6 +138,9 @@ def test_the_avatar_commands(trained, tmp_path):
     assert run.exit_code == 0, run.output
     metrics = json.loads(run.stdout)
     assert metrics["frames"] == 1 and np.isfinite(metrics["psnr"]) and metrics["prior"] is True
+    assert not np.isfinite(metrics["lpips"])  # no weight files given
+    half = runner.invoke(cli.app, ["avatar", "evaluate", out, "--vgg-weights", "vgg.pth"])
+    assert half.exit_code == 2 and "needs both" in half.output
     both = runner.invoke(cli.app, ["avatar", "fit", "clip.mp4", "--store", store, "--model", model, "--out", out])
     assert both.exit_code == 2 and "not both" in both.output
     stage1 = runner.invoke(cli.app, ["avatar", "fit", "--store", store, "--model", os.path.join(

@@ -167,3 +167,42 @@ def test_psnr_constant_offset():
     noisy = (target + 0.2 * torch.rand(2, 3, 8, 8)).clamp(0, 1)  # against the definition, computed apart
     mse = ((noisy.numpy() - target.numpy()) ** 2).reshape(2, -1).mean(1)
     torch.testing.assert_close(metrics.psnr(noisy, target), torch.tensor(-10 * np.log10(mse), dtype=torch.float32))
+
+
+def _manual_vgg_taps(x, s):
+    """relu1_2 .. relu5_3 of x from the saved tensors, conv by conv (torchvision's vgg16 configuration)."""
+    taps, conv, out = [], 0, x
+    for block, n_convs in enumerate((2, 2, 3, 3, 3)):
+        if block:
+            out = F.max_pool2d(out, 2)
+            conv += 1  # the pool's index
+        for _ in range(n_convs):
+            out = F.relu(F.conv2d(out, s[f"features.{conv}.weight"], s[f"features.{conv}.bias"], padding=1))
+            conv += 2
+        taps.append(out)
+    return taps
+
+
+def test_lpips_matches_its_definition_from_the_weight_files(vgg_weights, tmp_path):
+    from model.nets.lpips import CHANNELS, LPIPS, LPIPSWeightsError
+
+    path, state = vgg_weights
+    gen = torch.Generator().manual_seed(3)
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen) for i, c in enumerate(CHANNELS)}
+    lin_path = tmp_path / "vgg_lin.pth"
+    torch.save(lin, lin_path)
+    lpips = LPIPS(path, str(lin_path))
+    a, b = torch.rand(2, 3, 32, 32, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    fa = _manual_vgg_taps((2 * a - 1 - shift) / scale, state)
+    fb = _manual_vgg_taps((2 * b - 1 - shift) / scale, state)
+    expected = sum(((x / x.norm(dim=1, keepdim=True) - y / y.norm(dim=1, keepdim=True)) ** 2
+                    * lin[f"lin{i}.model.1.weight"]).sum(1).mean((1, 2)) for i, (x, y) in enumerate(zip(fa, fb)))
+    torch.testing.assert_close(lpips(a, b), expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(lpips(a, a), torch.zeros(2), atol=1e-6)
+    torch.save({"lin0.model.1.weight": torch.rand(1, 3, 1, 1)}, tmp_path / "other.pth")
+    with pytest.raises(LPIPSWeightsError, match="not an LPIPS VGG weight file"):
+        LPIPS(path, str(tmp_path / "other.pth"))
+    with pytest.raises(LPIPSWeightsError, match="no LPIPS weights"):
+        LPIPS(path, str(tmp_path / "none.pth"))
