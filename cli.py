@@ -556,10 +556,13 @@ def render(
             console.print(f"transfer: {show.transfer(transfer, driver, subject, frames, fps, own_non_face)}")
 
 
-def _preprocess_avatar_input(input: str, folder: str, store: str, workers: int) -> str:
+def _preprocess_avatar_input(input: str, folder: str, store: str, workers: int, model: str) -> str:
     """INPUT (a video, an image folder or an image) preprocessed into `store` with the training data's
-    stages; the store's path."""
-    from model.avatar.inputs import AVATAR_STAGES, input_kind
+    stages and settings; the store's path."""
+    import dataclasses
+
+    from datasets.config import update
+    from model.avatar.inputs import AVATAR_STAGES, input_kind, training_settings
     from pipeline.config import PreprocessConfig
     from pipeline.console import RichReporter, print_summary
     from pipeline.runner import preprocess as run_preprocess
@@ -568,6 +571,12 @@ def _preprocess_avatar_input(input: str, folder: str, store: str, workers: int) 
     cfg = PreprocessConfig(store=store, stages=list(AVATAR_STAGES))
     cfg.source.dataset, cfg.source.root = kind, root
     cfg.runner.workers = workers
+    settings, where = training_settings(model)
+    for name, values in settings.items():
+        stage_cfg = cfg.stage_config(name)
+        known = {f.name for f in dataclasses.fields(stage_cfg)}
+        update(stage_cfg, {k: v for k, v in values.items() if k in known}, name)
+    console.print(f"preprocessing {input} with {where}")
     with RichReporter(console) as reporter:
         summary = run_preprocess(cfg, reporter)
     print_summary(console, summary, store)
@@ -634,7 +643,7 @@ def avatar_fit(
                           few_shot=few_shot, prior=not no_prior, use_dyn=not no_dyn,
                           finetune_motion=not freeze_motion, seed=seed, device=device, threads=threads)
     if store is None:
-        store = _preprocess_avatar_input(input, out, os.path.join(out, "store.zarr"), workers)
+        store = _preprocess_avatar_input(input, out, os.path.join(out, "store.zarr"), workers, model)
     clip = _first_clip(store, clip)
     frames = AvatarFrames.load(store, clip, view, holdout)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -706,7 +715,8 @@ def avatar_drive(
         if driver is not None:
             folder = os.path.join(os.path.dirname(os.path.abspath(payload_path(avatar))), "drivers")
             name = os.path.splitext(os.path.basename(driver.rstrip("/")))[0]
-            driver_store = _preprocess_avatar_input(driver, folder, os.path.join(folder, f"{name}.zarr"), workers)
+            driver_store = _preprocess_avatar_input(driver, folder, os.path.join(folder, f"{name}.zarr"), workers,
+                                                    payload["source"]["model"])
         driving = AvatarFrames.load(driver_store, _first_clip(driver_store, driver_clip), driver_view, 0.0)
     with console.status(f"driving {len(driving) if not frames else min(frames, len(driving))} frame(s)"):
         renders, shown = drive(model, own, driving, device, fixed_non_face, frames)

@@ -212,3 +212,26 @@ def test_driving_an_avatar_writes_the_driven_video(trained, tmp_path):
     from model.render.video import read_gif_frames
 
     assert read_gif_frames(tmp_path / "t.gif").shape == (3, 32, 32, 3)
+
+
+def test_a_real_video_in_an_avatar_and_a_driven_video_out(trained, tmp_path):
+    """The whole path a user runs: `avatar fit VIDEO` preprocesses it with the training data's settings, and
+    `avatar drive --driver VIDEO` preprocesses the driver the same way (the real clips beside the checkout)."""
+    import cli
+    from model.render.video import read_mp4_frames
+    from tests.realdata import CUT, FRONTAL
+
+    if not FRONTAL.exists() or not CUT.exists():
+        pytest.skip(f"the real clips are not in {FRONTAL.parent}")
+    _, model = trained
+    out = str(tmp_path / "me")
+    runner = CliRunner()
+    run = runner.invoke(cli.app, ["avatar", "fit", str(FRONTAL), "--model", model, "--out", out, "--fit-iters", "2",
+                                  "--finetune-iters", "2", "--threads", "1", "--workers", "0"])
+    assert run.exit_code == 0, run.output
+    assert "with the settings the training data of" in run.output and "58 frame(s) fitted, 14 held out" in run.output
+    run = runner.invoke(cli.app, ["avatar", "drive", out, "--driver", str(CUT), "--frames", "4", "--workers", "0",
+                                  "--out", str(tmp_path / "driven.mp4")])
+    assert run.exit_code == 0, run.output
+    assert read_mp4_frames(tmp_path / "driven.mp4").shape[0] == 4
+    assert os.path.isdir(os.path.join(out, "drivers", "cartoon_then_face.zarr"))
