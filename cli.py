@@ -703,7 +703,7 @@ def avatar_drive(
     from model.avatar.frames import AvatarFrames
     from model.render.video import write_animation
 
-    if sum(x is not None and x is not False for x in (driver, driver_store, self_reenact or None)) != 1:
+    if sum((driver is not None, driver_store is not None, self_reenact)) != 1:
         _fail("give one driver: --driver VIDEO_OR_IMAGES, --driver-store STORE or --self")
     model, payload = load_avatar(avatar, device)
     own = AvatarFrames.of_avatar(payload["frames"])
@@ -713,7 +713,7 @@ def avatar_drive(
         driving = own.subset(own.heldout)
     else:
         if driver is not None:
-            folder = os.path.join(os.path.dirname(os.path.abspath(payload_path(avatar))), "drivers")
+            folder = os.path.join(os.path.dirname(os.path.abspath(_avatar_file(avatar))), "drivers")
             name = os.path.splitext(os.path.basename(driver.rstrip("/")))[0]
             driver_store = _preprocess_avatar_input(driver, folder, os.path.join(folder, f"{name}.zarr"), workers,
                                                     payload["source"]["model"])
@@ -752,7 +752,8 @@ def avatar_render(
     console.print(f"turntable: {write_animation(turntable, views, fps)}")
 
 
-def payload_path(avatar: str) -> str:
+def _avatar_file(avatar: str) -> str:
+    """avatar.pt of an avatar directory (or the file given)."""
     import os
 
     return os.path.join(avatar, "avatar.pt") if os.path.isdir(avatar) else avatar
