@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from torch import Tensor
 from torch.nn import functional as F
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """One image [3, H, W] in [0, 1] -> uint8 [H, W, 3] (clamped, rounded)."""
+    return (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:

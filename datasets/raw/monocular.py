@@ -46,9 +46,10 @@ def _natural_key(name: str) -> tuple:
 
 def mono_clip(plan: RawPlan, dataset: str, subject: str, sequence: str, source, selection: Selection,
               focal: float, *, fps: float | None = None, notes: tuple[str, ...] = (),
-              source_meta: tuple = (), layout: str = "") -> None:
+              source_meta: tuple = (), layout: str = "", described: tuple | None = None) -> None:
     """Add one single-camera clip (a ledger item instead when its names are invalid or it cannot be read);
-    `fps` replaces the container's (a meta file's), `notes` and `source_meta` go to the provenance."""
+    `fps` replaces the container's (a meta file's), `notes` and `source_meta` go to the provenance;
+    `described`: the source's describe() when the caller already has it."""
     key = f"{subject}/{sequence}"
     try:
         validate_name(subject, "subject")
@@ -60,7 +61,7 @@ def mono_clip(plan: RawPlan, dataset: str, subject: str, sequence: str, source, 
         plan.unselected += 1
         return
     try:
-        n, width, height, container_fps = source.describe()
+        n, width, height, container_fps = described or source.describe()
     except Exception as e:  # noqa: BLE001 - unreadable input is an item failure
         plan.add_issue(key, f"cannot read clip: {e}")
         return

@@ -179,10 +179,13 @@ def _read_split(fs, plan: RawPlan, split: str, index: dict[str, str], selection:
                     meta = parse_meta(f.read().decode("utf-8", "replace"), index[stem])
             except OSError as e:
                 plan.add_issue(f"{subject}/{sequence}", f"meta info {index[stem]} unreadable: {e}")
-        n = len(source.urls) if isinstance(source, ImageSequence) else None
-        if n is None:
+        described = None
+        if isinstance(source, ImageSequence):
+            n = len(source.urls)
+        else:  # a video is opened once: mono_clip takes what describe() found
             try:
-                n = source.describe()[0]
+                described = source.describe()
+                n = described[0]
             except Exception:  # noqa: BLE001 - mono_clip records the unreadable clip
                 n = 0
         ids, note = _source_ids(meta, stem, n)
@@ -195,5 +198,5 @@ def _read_split(fs, plan: RawPlan, split: str, index: dict[str, str], selection:
             source_meta.append(("source_frame_ids", ids))
         mono_clip(plan, "vfhq", subject, sequence, source, selection, focal,
                   fps=meta.fps if meta is not None and meta.fps else None, notes=(note,) if note else (),
-                  source_meta=tuple(source_meta),
+                  source_meta=tuple(source_meta), described=described,
                   layout=("video" if is_video else "frame folder") + (" + meta info" if meta is not None else ""))

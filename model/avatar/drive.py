@@ -17,6 +17,7 @@ import torch
 from model.avatar.frames import AvatarFrames
 from model.avatar.model import Avatar
 from model.fitting.geometry import project_to_rotation
+from model.images import to_uint8
 
 
 def _camera_frame(frames: AvatarFrames, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,10 +70,7 @@ def drive(avatar: Avatar, avatar_frames: AvatarFrames, driver: AvatarFrames, dev
             inputs.scale = torch.from_numpy(scale[i:i + 1]).to(device)
             inputs.K, inputs.world_to_cam = camera.K, camera.world_to_cam
             out = avatar(inputs, z_nf)
-            renders.append(_uint8(out.fine[0]))
-            shown.append(_uint8(targets.rgb[0]))
+            renders.append(to_uint8(out.fine[0]))
+            shown.append(to_uint8(targets.rgb[0]))
     return renders, shown
 
-
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)

@@ -12,12 +12,8 @@ import torch
 
 from model.avatar.frames import AvatarFrames
 from model.avatar.model import Avatar
+from model.images import to_uint8
 from model.metrics import psnr, ssim
-
-
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    """[3, H, W] in [0, 1] -> uint8 [H, W, 3]."""
-    return (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def evaluate_avatar(avatar: Avatar, frames: AvatarFrames, device: torch.device | str = "cpu",
@@ -39,7 +35,7 @@ def evaluate_avatar(avatar: Avatar, frames: AvatarFrames, device: torch.device |
             if lpips is not None:
                 perceptual.append(float(lpips(out.fine, targets.rgb)[0]))
             if face_distance is not None:
-                d = face_distance(_uint8(out.fine[0]), _uint8(targets.rgb[0]))
+                d = face_distance(to_uint8(out.fine[0]), to_uint8(targets.rgb[0]))
                 if d is not None:
                     dists.append(d)
     result = {"psnr": float(np.mean(fine_p)), "ssim": float(np.mean(fine_s)), "psnr_coarse": float(np.mean(coarse_p)),

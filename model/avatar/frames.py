@@ -86,7 +86,10 @@ class AvatarFrames:
         return len(self.frames)
 
     def table(self) -> FrameTable:
-        return FrameTable([{"frame_ids": list(range(len(self.frames)))}])
+        """The per-frame rows of these frames (made once: batch() runs every iteration)."""
+        if getattr(self, "_table", None) is None or len(self._table) != len(self.frames):
+            self._table = FrameTable([{"frame_ids": list(range(len(self.frames)))}])
+        return self._table
 
     def batch(self, rows: list[int], config: GuidingConfig, device: torch.device) -> tuple[Inputs, Targets]:
         """Model inputs and targets of the usable frames `rows` (indices into `frames`)."""
