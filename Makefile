@@ -13,7 +13,7 @@ DEMO_RUN   = runs/demo-guiding
 DEMO_GAUSSIAN = runs/demo-gaussian
 DEMO_AVATAR = avatars/demo
 
-.PHONY: install test test-all demo preprocess bench clean
+.PHONY: install test test-all demo preprocess bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,15 @@ bench: install
 	$(PY) benchmarks/bench_gaussian_render.py
 	$(PY) benchmarks/bench_monocular.py
 	$(PY) benchmarks/bench_avatar.py
+	$(PY) benchmarks/bench_planning.py
+	$(PY) benchmarks/bench_shard_open.py
+	$(PY) benchmarks/bench_distributed.py
+
+# one table of every CUDA check (gsplat build, CUDA tests, backends against the torch paths, paper-preset step
+# times, amp) in under 8 minutes on one GPU; GPU_CHECK_ARGS e.g. --quick, --out gpu-check.md, --only render
+GPU_CHECK_ARGS ?=
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(DEMO_STORE) $(DEMO_RAW) $(DEMO_SHARDS) $(DEMO_RUN) $(DEMO_GAUSSIAN) $(DEMO_AVATAR) renders/demo-turntable.gif \

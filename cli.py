@@ -84,10 +84,13 @@ def command(*names: str, on: typer.Typer = app, **kwargs):
         --stages ingest,matting,landmarks,fitting,crops,synthesis --synth-source stores/vfhq.zarr
 
     python cli.py preprocess video --root clips/ --stages ingest,landmarks --landmarks dlib --follow-head
+
+    python cli.py preprocess nphm --root /data/NPHM/dataset --stages ingest,matting,landmarks,fitting,crops,synthesis
 """)
 def preprocess(
     dataset: str = typer.Argument(..., help="Raw layout: nersemble (v1/v2 detected), nersemble-v1, nersemble-v2, "
-                                            "vfhq, video, images."),
+                                            "vfhq, video, images, nphm, faceverse, scans (NPHM or FaceVerse "
+                                            "detected; rendered from 80 views, --set source.scan_views=N)."),
     root: Optional[str] = typer.Option(None, "--root", "-r", help="Raw capture root (path or fsspec URL)."),
     store: Optional[str] = typer.Option(None, "--store", "-o", help="Output store: path or URL. "
                                         "Default: stores/<dataset>.zarr"),
@@ -322,6 +325,11 @@ def synth_data(
         --val-subjects 0.05 --holdout-frames 0.02 --synth require --storage-option anon=false
 
     python cli.py build-shards stores/nersemble.zarr --out shards/nersemble --val-subjects 017,074 --seed 3
+
+    python cli.py build-shards stores/nersemble.zarr --out shards/nersemble --workers 8
+
+    python cli.py build-shards s3://lab-bucket/nersemble.zarr --out s3://lab-bucket/gphm-shards \\
+        --scheduler tcp://10.0.0.5:8786
 """)
 def build_shards(
     stores: list[str] = typer.Argument(..., help="Preprocessed stores (paths or fsspec URLs)."),
@@ -333,7 +341,13 @@ def build_shards(
     holdout_frames: float = typer.Option(0.0, help="Fraction of each training clip's frames held out."),
     synth: str = typer.Option("auto", help="Synthesized expression images: auto (where present), require, off."),
     frame_stride: int = typer.Option(1, help="Keep every n-th stored frame."),
-    threads: int = typer.Option(4, help="Shards written at once."),
+    threads: int = typer.Option(4, help="Shards written at once by this process's threads (without --workers "
+                                        "or --scheduler)."),
+    workers: int = typer.Option(0, help="Local Dask worker processes writing the shards, one task per shard "
+                                        "(0: this process's threads)."),
+    scheduler: Optional[str] = typer.Option(None, help="Address of an existing Dask scheduler whose workers "
+                                                       "write the shards; they must reach the stores and --out "
+                                                       "by the same paths or URLs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a shard set built with other options."),
     storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec option, KEY=VALUE."),
 ) -> None:
@@ -348,8 +362,8 @@ def build_shards(
 
     opts = BuildOptions(stores, out, seed=seed, shard_rows=shard_rows, val_subjects=val_subjects,
                         holdout_views=holdout_views, holdout_frames=holdout_frames, synth=synth,
-                        frame_stride=frame_stride, threads=threads, overwrite=overwrite,
-                        storage_options=_storage_options(storage_option))
+                        frame_stride=frame_stride, threads=threads, workers=workers, scheduler=scheduler,
+                        overwrite=overwrite, storage_options=_storage_options(storage_option))
     with Progress(console=console) as bar:
         task = bar.add_task("writing shards", total=None)
         result = run_build(opts, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -413,6 +427,15 @@ def verify(
 
     python cli.py train shards/demo --stage gaussian --init runs/demo-guiding/checkpoint.pt \\
         --out runs/demo-template --set init=template   # the ablation: template points, untrained networks
+
+Several GPUs or nodes (DistributedDataParallel; gloo on CPU): start the same command with torchrun.
+`batch_size` is the global batch of a step, split evenly over the processes; rank 0 logs and checkpoints:
+
+    torchrun --nproc_per_node 8 cli.py train s3://lab-bucket/gphm-shards --stage guiding --preset paper \
+        --out runs/gphm-guiding --set batch_size=8 --set train.cache_dir=/scratch/shards
+
+    torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 \
+        cli.py train s3://lab-bucket/gphm-shards --stage gaussian --init runs/gphm-guiding/checkpoint.pt ...
 
 A TOML config holds `[train]` (TrainConfig fields) and `[model]` (GuidingConfig fields for stage 1,
 GaussianConfig fields for stage 2); `--set` overrides model fields (stage 2: e.g. vgg_weights=PATH to a

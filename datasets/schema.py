@@ -151,6 +151,8 @@ SAMPLE = _table(  # datasets/shards/samples.py; source: the shard array a field 
     ArraySpec("expression", "float32", ("E",), "expression", "morphable model expression", optional=True),
     ArraySpec("epoch", "int64", (), "streaming", "the epoch the sample was drawn in (datasets/streaming.py)"),
     ArraySpec("position", "int64", (), "streaming", "its position in the epoch's global order (resume)"),
+    ArraySpec("padding", "bool", (), "streaming",
+              "a repeated sample that evens out the ranks' work (datasets/shards/order.py); not to be counted twice"),
     ArraySpec("source", "int64", (), "streaming", "MixtureDataset: index of the dataset it came from",
               optional=True),
 )

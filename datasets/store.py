@@ -9,10 +9,26 @@
       _meta/markers/<stage>/<subject>/<sequence>/b<block>   completion markers (group attributes)
       _meta/ledger/<stage>/<subject>/<sequence>/b<block>    per-item failures of that block
       _meta/ledger/<stage>/_plan                            failures found while planning
+      _meta/summary/<subject>/<sequence>                    the driver's cache of the two above (below)
 
 Every node, markers and ledger entries included, is a Zarr group or array, so plain zarr can browse it.
 Writers never share an object: a frame-block task writes its own shards, marker and ledger entry; the
-driver alone writes group metadata and root attributes.
+driver alone writes group metadata, root attributes and summaries.
+
+Summaries. Reading a clip's markers one object each costs a request per block, which on object storage
+makes planning (and build-shards) slow. So the driver keeps one summary object per clip: for every stage,
+each marker and block ledger entry it has read, with the version token the listing gave for that object
+(an etag, a generation, a file's mtime/size/inode). Reading the markers of (stage, clip) is then one
+recursive listing of its marker folder (it gives every object's token, in one request per 1000 objects)
+plus the summary (once per clip): an object whose listed token equals the summary's is taken from the
+summary, any other is read. The markers stay the truth and the summary only a cache, so it cannot give a
+wrong answer: a marker written or rewritten after the summary has another token and is read; a deleted
+one is not listed and is gone; a summary that is missing, cut short or of another version counts as
+empty. Tokens are recorded from a listing made before the reads, so an object rewritten between the two
+is read again next time rather than trusted. A backend whose listings carry no token never uses the
+summary. Only the driver (the preprocess runner) writes summaries, after planning and after each
+(stage, clip) finishes, so workers still never share an object; a store written before summaries
+existed is simply read marker by marker once, and summarised by the next run's planning.
 """
 
 from __future__ import annotations
@@ -33,6 +49,8 @@ from datasets.urls import is_remote, local_path
 
 SCHEMA_VERSION = 1
 META = "_meta"
+SUMMARY_VERSION = 1
+_BLOCK_ATTRIBUTE = {"markers": "marker", "ledger": "items"}  # what a block object of each kind holds
 
 
 class StoreError(UserError, RuntimeError):
@@ -87,8 +105,10 @@ def open_zarr_store(url: str, storage_options: dict | None = None, read_only: bo
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
 
-def _group_doc(attributes: dict[str, Any]) -> bytes:
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=1).encode()
+def _group_doc(attributes: dict[str, Any], indent: int | None = 1) -> bytes:
+    separators = None if indent else (",", ":")
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=indent,
+                      separators=separators).encode()
 
 
 class Store:
@@ -109,6 +129,11 @@ class Store:
             root.attrs.update({"schema_version": SCHEMA_VERSION, "created": now_iso(), "stages": {}})
             zarr_keys.set_bytes(self.zstore, f"{META}/zarr.json", _group_doc({"description": "markers and ledger"}))
         self.root = zarr.open_group(self.zstore, mode="r" if self.read_only else "r+", zarr_format=3)
+        # clip -> {stage: {"markers"|"ledger": {block name: [token, attribute]}}}: summaries as read or
+        # updated by this handle; `_changed`: clips whose summary differs from the stored one
+        self._summaries: dict[str, dict[str, dict[str, dict[str, list]]]] = {}
+        self._changed: set[str] = set()
+        self._summary_groups: set[str] = set()
         version = self.root.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise StoreError(
@@ -167,7 +192,8 @@ class Store:
     def clip(self, key: str) -> zarr.Group:
         subject, sequence = split_clip_key(key)
         try:
-            return zarr.open_group(self.zstore, path=f"{subject}/{sequence}", mode="r" if self.read_only else "r+")
+            return zarr.open_group(self.zstore, path=f"{subject}/{sequence}", mode="r" if self.read_only else "r+",
+                                   zarr_format=3)  # (without it zarr also looks for v2 metadata: 3 requests)
         except FileNotFoundError:
             raise StoreError(f"clip {key} is not in store {self.url}") from None
 
@@ -268,20 +294,114 @@ class Store:
 
     def clear_marker(self, stage: str, key: str, block: int) -> None:
         self._delete(f"{self._marker_prefix(stage, key)}/b{block:06d}/zarr.json")
+        known = ((self._summaries.get(key) or {}).get(stage) or {}).get("markers")
+        if known and known.pop(f"b{block:06d}", None) is not None:  # (a listing would drop it anyway)
+            self._changed.add(key)
+
+    def marker(self, stage: str, key: str, block: int) -> Marker | None:
+        """One block's marker, read from its own object (what a worker checks before redoing a block)."""
+        doc = self._get_json(f"{self._marker_prefix(stage, key)}/b{block:06d}/zarr.json")
+        data = (doc or {}).get("attributes", {}).get("marker")
+        return Marker(**data) if data else None
 
     def markers(self, stage: str, key: str) -> dict[int, Marker]:
-        prefix = self._marker_prefix(stage, key)
+        """Every marker of (stage, clip): one listing, the clip's summary, and a read of each marker the
+        summary does not vouch for (see the module's docstring)."""
         out: dict[int, Marker] = {}
-        for name in self._list_dir(prefix + "/"):
-            doc = self._get_json(f"{prefix}/{name}/zarr.json")
-            data = (doc or {}).get("attributes", {}).get("marker")
-            if data:
-                marker = Marker(**data)
-                out[marker.block] = marker
+        for data in self._block_objects("markers", stage, key).values():
+            marker = Marker(**data)
+            out[marker.block] = marker
         return out
 
     def stages_with_markers(self) -> list[str]:
         return [s for s in self._list_dir(f"{META}/markers/") if s != "zarr.json"]
+
+    # ------------------------------------------------------------------ summaries
+    def _block_prefix(self, kind: str, stage: str, key: str) -> str:
+        if kind == "markers":
+            return self._marker_prefix(stage, key)
+        subject, sequence = split_clip_key(key)
+        return f"{META}/ledger/{validate_name(stage, 'stage')}/{subject}/{sequence}"
+
+    @staticmethod
+    def _summary_path(key: str) -> str:
+        subject, sequence = split_clip_key(key)
+        return f"{META}/summary/{subject}/{sequence}"
+
+    def _summary(self, key: str) -> dict[str, dict[str, dict[str, list]]]:
+        """The clip's stored summary, read once per handle; empty when missing, unreadable or of another
+        summary version (then every object is read, as for a store written before summaries)."""
+        if key not in self._summaries:
+            doc = self._get_json(f"{self._summary_path(key)}/zarr.json")
+            data = (doc or {}).get("attributes", {}).get("summary")
+            valid = isinstance(data, dict) and data.get("version") == SUMMARY_VERSION and \
+                isinstance(data.get("stages"), dict)
+            self._summaries[key] = data["stages"] if valid else {}
+        return self._summaries[key]
+
+    def _block_objects(self, kind: str, stage: str, key: str) -> dict[str, Any]:
+        """block name -> the attribute ('marker' or 'items') of every block object of `kind` ('markers' or
+        'ledger') of (stage, clip). Lists first, then reads what the summary does not vouch for, and keeps
+        what it saw (with the listed tokens) as the clip's new summary."""
+        prefix = self._block_prefix(kind, stage, key)
+        listed = {name[:-len("/zarr.json")]: token
+                  for name, token in zarr_keys.list_versions(self.zstore, prefix, "b").items()
+                  if name.endswith("/zarr.json") and name.count("/") == 1}
+        stages = self._summary(key)
+        known = (stages.get(stage) or {}).get(kind) or {}
+        out: dict[str, Any] = {}
+        seen: dict[str, list] = {}
+        for name, token in sorted(listed.items()):
+            entry = known.get(name)
+            if token is not None and isinstance(entry, list) and len(entry) == 2 and entry[0] == token:
+                value = entry[1]
+            else:
+                doc = self._get_json(f"{prefix}/{name}/zarr.json")
+                value = (doc or {}).get("attributes", {}).get(_BLOCK_ATTRIBUTE[kind])
+            if value:
+                out[name] = value
+                if token is not None:  # (an unreadable object, or one without a token, is read every time)
+                    seen[name] = [token, value]
+        current = (stages.get(stage) or {}).get(kind)
+        if current != seen and (seen or current is not None):  # (nothing, never recorded: left out)
+            stages.setdefault(stage, {})[kind] = seen
+            self._changed.add(key)
+        return out
+
+    def save_summaries(self, keys: list[str] | None = None) -> int:
+        """Driver side: write the summary of each clip (of `keys`, default all) whose markers or ledger this
+        handle found different from its stored summary; every stage in a written summary covers both its
+        markers and its ledger. Returns how many were written. A read-only handle writes nothing."""
+        if self.read_only:
+            return 0
+        written = 0
+        for key in sorted(self._changed if keys is None else self._changed & set(keys)):
+            stages = self._summaries[key]
+            for stage in list(stages):
+                for kind in _BLOCK_ATTRIBUTE:
+                    if kind not in stages[stage]:
+                        self._block_objects(kind, stage, key)
+            path = self._summary_path(key)
+            subject_path = path.rsplit("/", 1)[0]
+            if subject_path not in self._summary_groups:
+                self._ensure_groups(subject_path)
+                self._summary_groups.add(subject_path)
+            document = {"summary": {"version": SUMMARY_VERSION, "written": now_iso(), "stages": stages}}
+            zarr_keys.set_bytes(self.zstore, f"{path}/zarr.json", _group_doc(document, indent=None))
+            self._changed.discard(key)
+            written += 1
+        return written
+
+    def summarise(self, keys: list[str] | None = None, stages: list[str] | None = None) -> int:
+        """Driver side: bring the summaries of `keys` (default every clip) up to date for `stages` (default
+        every stage with markers): list, read what changed, write. Returns how many were written."""
+        keys = self.clips() if keys is None else keys
+        stages = self.stages_with_markers() if stages is None else stages
+        for key in keys:
+            for stage in stages:
+                for kind in _BLOCK_ATTRIBUTE:
+                    self._block_objects(kind, stage, key)
+        return self.save_summaries(keys)
 
     # ------------------------------------------------------------------ ledger
     def write_block_ledger(self, stage: str, key: str, block: int, items: list[LedgerItem]) -> None:
@@ -305,25 +425,31 @@ class Store:
                 current.pop(clip, None)
         self._write_group_attrs(path, {"items": current})
 
+    def block_ledger(self, stage: str, key: str) -> list[LedgerItem]:
+        """The block ledger entries of (stage, clip), through the clip's summary like `markers`."""
+        objects = self._block_objects("ledger", stage, key)
+        return [LedgerItem.from_dict(i) for name in sorted(objects) for i in objects[name]]
+
+    def plan_ledger(self, stage: str) -> dict[str, list[LedgerItem]]:
+        """clip -> the entries planning recorded for it (one object per stage)."""
+        doc = self._get_json(f"{META}/ledger/{validate_name(stage, 'stage')}/_plan/zarr.json")
+        items = (doc or {}).get("attributes", {}).get("items", {})
+        return {clip: [LedgerItem.from_dict(i) for i in entries] for clip, entries in items.items()}
+
     def ledger(self, stage: str | None = None, clip: str | None = None) -> list[LedgerItem]:
         stages = [stage] if stage else [s for s in self._list_dir(f"{META}/ledger/") if s != "zarr.json"]
         out: list[LedgerItem] = []
         for st in stages:
-            doc = self._get_json(f"{META}/ledger/{st}/_plan/zarr.json")
-            for clip_name, items in (doc or {}).get("attributes", {}).get("items", {}).items():
+            for clip_name, items in self.plan_ledger(st).items():
                 if clip is None or clip_name == clip:
-                    out.extend(LedgerItem.from_dict(i) for i in items)
+                    out.extend(items)
             for subject in self._list_dir(f"{META}/ledger/{st}/"):
                 if subject in ("_plan", "zarr.json"):
                     continue
                 for sequence in self._list_dir(f"{META}/ledger/{st}/{subject}/"):
                     if sequence == "zarr.json" or (clip is not None and f"{subject}/{sequence}" != clip):
                         continue
-                    prefix = f"{META}/ledger/{st}/{subject}/{sequence}"
-                    for block in self._list_dir(prefix + "/"):
-                        doc = self._get_json(f"{prefix}/{block}/zarr.json")
-                        for i in (doc or {}).get("attributes", {}).get("items", []):
-                            out.append(LedgerItem.from_dict(i))
+                    out.extend(self.block_ledger(st, f"{subject}/{sequence}"))
         return out
 
 

@@ -6,12 +6,20 @@
         ...
         checkpoint["data"] = loader.state_dict()   # resume: loader.load_state_dict(checkpoint["data"])
 
-Guarantees (tested): the order of an epoch is a pure function of (seed, epoch); every sample comes once
-per epoch, in the same global order, for any number of loader workers and ranks; a loader resumed from
+Guarantees (tested): the order of an epoch is a pure function of (seed, epoch, nodes); every sample comes
+once per epoch, in the same global order, for any number of loader workers and ranks, and every rank gets
+the same number of samples and batches (a few samples repeated to even them out, flagged `padding`);
+a node reads the same shards every epoch (datasets/shards/order.py); a loader resumed from
 `state_dict()` yields exactly what the interrupted one had left; the next epoch has a new order.
 Batches are made inside the dataset (rank-local consecutive samples), so use `batch_size=None` in a plain
 DataLoader or use StreamingLoader. Ranks come from torch.distributed when it is initialised, else from
-RANK / WORLD_SIZE, else 0 / 1. Several ranks are expected to consume in lock step (DDP does).
+RANK / WORLD_SIZE, else 0 / 1; nodes from torchrun's LOCAL_WORLD_SIZE (world / local world), else 1.
+Several ranks are expected to consume in lock step (DDP does).
+
+Resuming with another world size: with the same node count the order is the same and the epoch goes on
+from the saved point rounded down to the new world size (at most world - 1 samples seen twice); with
+another node count the order differs, so the interrupted epoch starts again from its beginning (its
+first part is seen twice; no sample is skipped).
 """
 
 from __future__ import annotations
@@ -25,7 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from datasets.shards.order import EpochOrder, epoch_key, rank_positions, worker_batches
+from datasets.shards.order import (
+    EpochOrder,
+    epoch_key,
+    padded_length,
+    rank_offset,
+    rank_positions,
+    worker_batches,
+)
 from datasets.shards.reader import ShardReader
 from datasets.shards.samples import SAMPLE_KINDS, stage1_sample, stage2_sample
 from datasets.shards.storage import DEFAULT_CACHE_BYTES
@@ -36,7 +51,13 @@ SALT_SAMPLE, SALT_MIX = 0xC0DE, 0x313C
 def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _nodes(world: int) -> int:
+    """Nodes of a torchrun job: WORLD_SIZE / LOCAL_WORLD_SIZE (ranks are numbered node by node)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or world)
+    return world // local if local and world % local == 0 else 1
 
 
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -52,7 +73,7 @@ class PositionalStream(IterableDataset):
     """Iteration, work split, batching, prefetch and resume state over `epoch_length` / `fetch`."""
 
     def __init__(self, *, seed: int, batch_size: int | None, drop_last: bool, repeat: bool, prefetch: int,
-                 decode_threads: int, rank: int | None, world_size: int | None):
+                 decode_threads: int, rank: int | None, world_size: int | None, nodes: int | None = None):
         super().__init__()
         self.seed = int(seed)
         self.batch_size, self.drop_last, self.repeat = batch_size, drop_last, repeat
@@ -60,14 +81,30 @@ class PositionalStream(IterableDataset):
         default_rank, default_world = _world()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
+        self.nodes = _nodes(self.world_size) if nodes is None else int(nodes)
+        self.offset = rank_offset(self.rank, self.world_size, self.nodes)  # the rank's first position
         self.epoch, self.position = 0, 0  # where the next iteration starts
 
     # subclasses ---------------------------------------------------------------------------------------
     def epoch_length(self, epoch: int) -> int:
+        """Real samples of an epoch (all nodes)."""
         raise NotImplementedError
 
+    def node_length(self, epoch: int) -> int:
+        """Positions of each node's stream before padding to its ranks (ceil(epoch_length / nodes))."""
+        return -(-self.epoch_length(epoch) // self.nodes)
+
     def fetch(self, epoch: int, position: int) -> dict[str, np.ndarray]:
+        """The sample at an epoch position (padded positions included)."""
         raise NotImplementedError
+
+    def is_padding(self, epoch: int, position: int) -> bool:
+        """Whether the position repeats a sample to even out the ranks' work."""
+        return position // self.nodes >= self.node_length(epoch)
+
+    def positions(self, epoch: int) -> int:
+        """Positions of an epoch, padding included: every rank has positions / world_size of them."""
+        return padded_length(self.node_length(epoch), self.world_size, self.nodes)
 
     def content_id(self) -> str:
         raise NotImplementedError
@@ -77,7 +114,8 @@ class PositionalStream(IterableDataset):
         self.epoch, self.position = int(epoch), 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "content": self.content_id()}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "content": self.content_id(),
+                "world_size": self.world_size, "nodes": self.nodes}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("content") not in (None, self.content_id()):
@@ -85,13 +123,18 @@ class PositionalStream(IterableDataset):
         if int(state.get("seed", self.seed)) != self.seed:
             raise ValueError(f"the loader state was saved with seed {state['seed']}, this dataset uses {self.seed}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        if self.position % self.world_size:
-            raise ValueError(f"position {self.position} is not a multiple of the world size {self.world_size}: "
+        world, nodes = int(state.get("world_size", self.world_size)), int(state.get("nodes", 1))
+        if self.position % world:
+            raise ValueError(f"position {self.position} is not a multiple of the world size {world}: "
                              "the ranks were not in lock step when the state was saved")
+        if nodes != self.nodes:  # another order: the interrupted epoch starts again (module docstring)
+            self.position = 0
+        elif world != self.world_size:  # the same order: go on, rounded down to the new lock step
+            self.position -= self.position % self.world_size
 
     def __len__(self) -> int:
         """Batches (or samples) this rank yields in one whole epoch (with workers: all workers together)."""
-        n = len(rank_positions(self.epoch_length(self.epoch), 0, self.rank, self.world_size))
+        n = self.positions(self.epoch) // self.world_size
         if self.batch_size is None:
             return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -99,7 +142,7 @@ class PositionalStream(IterableDataset):
     # iteration ---------------------------------------------------------------------------------------
     def _epochs(self) -> Iterator[tuple[int, int]]:
         epoch, start = self.epoch, self.position
-        if start >= self.epoch_length(epoch):  # the saved epoch is finished: the next one starts
+        if start >= self.positions(epoch):  # the saved epoch is finished: the next one starts
             epoch, start = epoch + 1, 0
         while True:
             yield epoch, start
@@ -111,7 +154,7 @@ class PositionalStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         for epoch, start in self._epochs():
-            positions = rank_positions(self.epoch_length(epoch), start, self.rank, self.world_size)
+            positions = rank_positions(self.positions(epoch), start, self.rank, self.world_size, self.nodes)
             for batch in worker_batches(positions, self.batch_size or 1, worker, workers, self.drop_last):
                 yield epoch, batch
 
@@ -134,9 +177,10 @@ class PositionalStream(IterableDataset):
                 samples = [f.result() for f in futures]
                 for s, p in zip(samples, batch, strict=True):
                     s["epoch"], s["position"] = np.int64(epoch), np.int64(p)
+                    s["padding"] = np.bool_(self.is_padding(epoch, p))
                 out = to_tensors(samples[0]) if self.batch_size is None else collate(samples)
                 if in_process:  # a DataLoader worker's copy is not the user's: StreamingLoader tracks those
-                    self.epoch, self.position = epoch, batch[-1] - self.rank + self.world_size
+                    self.epoch, self.position = epoch, batch[-1] - self.offset + self.world_size
                 yield out
         finally:
             for _, _, futures in pending:
@@ -153,9 +197,10 @@ class ShardDataset(PositionalStream):
                  block_shards: int = 4, batch_size: int | None = None, drop_last: bool = False,
                  repeat: bool = False, prefetch: int = 4, decode_threads: int = 2, validate: bool = False,
                  cache_dir: str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 storage_options: dict | None = None, rank: int | None = None, world_size: int | None = None):
+                 storage_options: dict | None = None, rank: int | None = None, world_size: int | None = None,
+                 nodes: int | None = None):
         super().__init__(seed=seed, batch_size=batch_size, drop_last=drop_last, repeat=repeat, prefetch=prefetch,
-                         decode_threads=decode_threads, rank=rank, world_size=world_size)
+                         decode_threads=decode_threads, rank=rank, world_size=world_size, nodes=nodes)
         if sample not in SAMPLE_KINDS:
             raise ValueError(f"sample must be one of {SAMPLE_KINDS}, got {sample!r}")
         if not 0 <= synth_ratio <= 1:
@@ -180,13 +225,23 @@ class ShardDataset(PositionalStream):
     def epoch_length(self, epoch: int) -> int:
         return sum(self.counts)
 
+    def node_length(self, epoch: int) -> int:
+        return self.order(epoch).node_length
+
+    def is_padding(self, epoch: int, position: int) -> bool:
+        return position // self.nodes >= self.node_length(epoch) or self.order(epoch).is_padding(position)
+
+    def node_samples(self, epoch: int | tuple[int, int], node: int) -> int:
+        """Real samples of a node's stream (the same every epoch)."""
+        return self.order(epoch).node_samples(node)
+
     def content_id(self) -> str:
         return f"{self.manifest.identity()}:{self.split}:{self.sample}:{self.use}"
 
     def order(self, epoch: int | tuple[int, int]) -> EpochOrder:
         if self._order is None or self._order.epoch != epoch:
             self._order = EpochOrder(self.counts, self.seed, epoch, shuffle=self.shuffle,
-                                     block_shards=self.block_shards)
+                                     block_shards=self.block_shards, nodes=self.nodes)
         return self._order
 
     def locate(self, epoch: int | tuple[int, int], position: int) -> tuple[int, int]:
@@ -207,17 +262,19 @@ class ShardDataset(PositionalStream):
 class MixtureDataset(PositionalStream):
     """Several ShardDatasets drawn with given weights (e.g. multi-view NeRSemble and monocular VFHQ).
 
-    An epoch is `length` draws (default: the components' epochs together); draw p picks a component with
-    the generator (seed, epoch); a component's k-th draw in the epoch is position k of its own stream,
-    which runs over its epochs (k // its length) in their orders. A sample gains `source` (component index).
+    An epoch is `length` draws (default: the components' epochs together), split between the nodes like a
+    shard set's samples (position p is draw p // nodes of node p % nodes); a node's draw picks a component
+    with the generator (seed, epoch[, node]); a component's k-th draw on a node is sample k of that node's
+    stream of the component, which runs over its epochs (k // its length) in their orders, so a node reads
+    only its own shards of every component. A sample gains `source` (component index).
     """
 
     def __init__(self, datasets: list[ShardDataset], weights: list[float], *, seed: int = 0,
                  length: int | None = None, batch_size: int | None = None, drop_last: bool = False,
                  repeat: bool = False, prefetch: int = 4, decode_threads: int = 2, rank: int | None = None,
-                 world_size: int | None = None):
+                 world_size: int | None = None, nodes: int | None = None):
         super().__init__(seed=seed, batch_size=batch_size, drop_last=drop_last, repeat=repeat, prefetch=prefetch,
-                         decode_threads=decode_threads, rank=rank, world_size=world_size)
+                         decode_threads=decode_threads, rank=rank, world_size=world_size, nodes=nodes)
         if len(datasets) != len(weights) or not datasets:
             raise ValueError("a mixture needs one weight per dataset")
         w = np.asarray(weights, float)
@@ -226,9 +283,11 @@ class MixtureDataset(PositionalStream):
         kinds = {d.sample for d in datasets}
         if len(kinds) > 1:
             raise ValueError(f"a mixture needs one sample kind, got {sorted(kinds)}")
+        if any(d.nodes != self.nodes for d in datasets):
+            raise ValueError(f"the mixture's datasets must be split over its {self.nodes} nodes (nodes=...)")
         self.datasets, self.weights = datasets, w / w.sum()
         self.length = int(length) if length else sum(d.epoch_length(0) for d in datasets)
-        self._draws: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._draws: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -242,24 +301,29 @@ class MixtureDataset(PositionalStream):
         parts = [d.content_id() for d in self.datasets] + [f"{w:.6f}" for w in self.weights] + [str(self.length)]
         return "mix:" + "|".join(parts)
 
-    def _epoch_draws(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._draws is None or self._draws[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch, SALT_MIX])
-            choice = rng.choice(len(self.datasets), size=self.length, p=self.weights)
-            rank_in_source = np.zeros(self.length, np.int64)
+    def _node_draws(self, epoch: int, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """A node's draws in an epoch: component [node_length] and the draw's rank in its component."""
+        if self._draws is None or self._draws[0] != (epoch, node):
+            n = self.node_length(epoch)
+            key = [self.seed, epoch, SALT_MIX] + ([node] if self.nodes > 1 else [])  # one node: the old keys
+            choice = np.random.default_rng(key).choice(len(self.datasets), size=n, p=self.weights)
+            rank_in_source = np.zeros(n, np.int64)
             for c in range(len(self.datasets)):
                 where = choice == c
                 rank_in_source[where] = np.arange(where.sum())
-            self._draws = (epoch, choice, rank_in_source)
+            self._draws = ((epoch, node), choice, rank_in_source)
         return self._draws[1], self._draws[2]
 
     def fetch(self, epoch: int, position: int) -> dict[str, np.ndarray]:
-        choice, index = self._epoch_draws(epoch)
-        c, k = int(choice[position]), int(index[position])
+        node, q = position % self.nodes, (position // self.nodes) % self.node_length(epoch)
+        choice, index = self._node_draws(epoch, node)
+        c, k = int(choice[q]), int(index[q])
         ds = self.datasets[c]
-        n = ds.epoch_length(0)
-        # the component's k-th draw of mixture epoch e: its own epoch (e, k // n), a pure function again
-        sample = ds.fetch((epoch, k // n), k % n)
+        own = node if ds.node_samples(0, node) else 0  # a node without samples of this component repeats node 0's
+        n = ds.node_samples(0, own)
+        # the component's k-th draw on this node in mixture epoch e: sample k % n of the node's stream of the
+        # component's own epoch (e, k // n), a pure function again
+        sample = ds.fetch((epoch, k // n), (k % n) * self.nodes + own)
         sample["source"] = np.int64(c)
         return sample
 
@@ -286,7 +350,7 @@ class StreamingLoader:
         loader = DataLoader(ds, batch_size=None, num_workers=self.num_workers, **self.kwargs)
         for batch in loader:
             last = batch["position"].reshape(-1)[-1]
-            ds.epoch, ds.position = int(batch["epoch"].reshape(-1)[-1]), int(last) - ds.rank + ds.world_size
+            ds.epoch, ds.position = int(batch["epoch"].reshape(-1)[-1]), int(last) - ds.offset + ds.world_size
             yield batch
 
     def state_dict(self) -> dict:

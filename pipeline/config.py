@@ -23,12 +23,13 @@ from pipeline.stage import load_stages
 
 @dataclass
 class SourceConfig:
-    dataset: str = "nersemble"  # raw layout: nersemble, nersemble-v1, nersemble-v2, vfhq, video, images
+    dataset: str = "nersemble"  # raw layout: nersemble[-v1|-v2], vfhq, video, images, scans, nphm, faceverse
     root: str = ""  # raw capture root (path or fsspec URL)
     include: list[str] = field(default_factory=list)  # sequence patterns to take (fnmatch); empty = all
     exclude: list[str] = field(default_factory=list)  # sequence patterns to skip, e.g. '*tongue*'
     focal: float = DEFAULT_FOCAL  # monocular default camera: focal in units of the longer image side
     subject: str | None = None  # subject name for a single video / image folder
+    scan_views: int = 80  # scans (nphm, faceverse): cameras of the rig rendered (80 as the paper; fewer for tests)
 
 
 @dataclass

@@ -4,7 +4,6 @@ process, on a local Dask cluster, or on an existing Dask scheduler) in dependenc
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import traceback
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets.cluster import DaskCluster
 from datasets.store import LedgerItem, Marker, Store, now_iso
 from pipeline.stage import BlockOutput, ClipLayout, SegmentContext, Stage, load_stages
 
@@ -66,11 +66,10 @@ def execute_segment(task: SegmentTask, report: Callable[[dict], None] | None = N
     store = Store(task.store_url, task.storage_options, mode="a")
     stage = make_stage(task.stage, task.stage_config)
     key = task.layout.key
-    markers = store.markers(stage.name, key)
     result = SegmentResult(task.task_id, stage.name, key)
     todo = []
-    for block in task.blocks:
-        marker = markers.get(block)
+    for block in task.blocks:  # its own blocks' markers only, from their objects (never the summary)
+        marker = store.marker(stage.name, key, block)
         if marker is not None and marker.fingerprint == task.fingerprint:
             result.skipped.append(block)
         else:
@@ -205,24 +204,9 @@ class DaskExecutor(Executor):
     """A local cluster of worker processes, or an existing scheduler (`tcp://host:8786`)."""
 
     def __init__(self, workers: int, scheduler: str | None, retries: int, report: Callable[[dict], None]):
-        from distributed import Client, LocalCluster
-
         self.retries = retries
-        self.cluster = None
-        if scheduler:
-            self.client = Client(scheduler, timeout="30s")
-        else:
-            import dask
-
-            # distributed sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic mmap
-            # threshold: every frame-sized array then costs fresh page faults (JPEG encoding measured 1.6x
-            # slower). Local workers keep the allocator's defaults, like any Python process.
-            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-                self.cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                    silence_logs=logging.ERROR, memory_limit=0,
-                )
-            self.client = Client(self.cluster)
+        self.cluster = DaskCluster(workers, scheduler)
+        self.client = self.cluster.client
         self.client.subscribe_topic(PROGRESS_TOPIC, lambda event: report(event[1]))
         self.futures: dict[Any, SegmentTask] = {}
         self.pending = None
@@ -252,9 +236,7 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         for future in list(self.futures):
             future.cancel()
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        self.cluster.close()
 
 
 def default_threads(workers: int) -> int:

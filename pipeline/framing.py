@@ -21,7 +21,8 @@ Modes (`mode`):
   face needs it); a camera in which no face is found is placed on the head the other cameras saw (the
   nearest point of their rays through it, projected), or, seen by fewer than two, keeps its whole frame
   padded to a square.
-- `pad`: the whole frame padded to a square. `center`: the largest centred square (drops the top and
+- `pad` (the default for rendered scans, whose square renders the rig already framed on the head): the
+  whole frame padded to a square. `center`: the largest centred square (drops the top and
   bottom of portrait frames). `X0,Y0,SIZE`: one fixed square in source pixels for every camera.
 """
 
@@ -71,10 +72,17 @@ class FramingConfig:
                              "detect_size at least 32")
 
 
-def resolved_mode(mode: str, n_views: int) -> str:
+def resolved_mode(mode: str, n_views: int, rendered: bool = False) -> str:
+    """The mode `auto` stands for: head (one camera), place (several), pad for rendered scans (their
+    square frames are already framed on the head by the rig, datasets/scans/rig.py)."""
     if mode == "auto":
-        return "head" if n_views == 1 else "place"
+        return "pad" if rendered else "head" if n_views == 1 else "place"
     return mode
+
+
+def is_rendered(work: ClipSpec) -> bool:
+    """The clip's frames are rendered scans (datasets/scans), not decoded captures."""
+    return any(hasattr(v.source, "iter_frames") for v in work.views)
 
 
 def stored_fps(work: ClipSpec) -> float:
@@ -139,7 +147,7 @@ class FramingStage(Stage):
         for name in ("framing/crop", "framing/face_box", "framing/placement"):
             ensure_store_array(store, group, name, {"T": T, "V": V}, B)
         group["framing/placement"].attrs["codes"] = {str(k): v for k, v in PLACEMENT.items()}
-        group["framing"].attrs.update({"mode": resolved_mode(self.config.mode, V),
+        group["framing"].attrs.update({"mode": resolved_mode(self.config.mode, V, is_rendered(work)),
                                        "follow": bool(self.config.follow and V == 1),
                                        "convention": "crop: x0, y0, size in source pixels; face_box: x0, y0, x1, "
                                                      "y1, score (-1 interpolated, 0 none) in source pixels"})
@@ -147,7 +155,7 @@ class FramingStage(Stage):
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
         cfg, layout, work = self.config, ctx.layout, ctx.work
         T, V = layout.n_frames, len(work.views)
-        mode = resolved_mode(cfg.mode, V)
+        mode = resolved_mode(cfg.mode, V, is_rendered(work))
         crops = np.zeros((T, V, 3), np.int32)
         faces = np.zeros((T, V, 5), np.float32)
         placement = np.full(V, FIXED, np.int8)

@@ -134,8 +134,8 @@ class IngestStage(Stage):
             squares = group["framing/crop"][t0:t1]  # [n, V, 3] source pixels
             K = np.zeros((t1 - t0, V, 3, 3), np.float32)
             items: list[LedgerItem] = []
-            for vi, (view, decoder) in enumerate(zip(work.views, decoders)):
-                for t in range(t0, t1):
+            for t in range(t0, t1):  # frame by frame, all views: a rendered scan makes all its views at once
+                for vi, (view, decoder) in enumerate(zip(work.views, decoders)):
                     crop = SquareCrop(*(int(x) for x in squares[t - t0, vi]))
                     K[t - t0, vi] = crop_resize_intrinsics(view.K_array, crop, R)
                     fid, image = next(decoder)

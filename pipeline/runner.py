@@ -11,7 +11,7 @@ from typing import Any
 from datasets.errors import UserError
 from datasets.names import clip_subject, split_clip_key
 from datasets.provenance import package_versions
-from datasets.raw import Selection, licence_note, read_raw
+from datasets.raw import ScanOptions, Selection, licence_note, read_raw
 from datasets.store import LedgerItem, Store, fingerprint, now_iso
 from pipeline.config import PreprocessConfig
 from pipeline.execute import (
@@ -167,6 +167,7 @@ def plan_run(cfg: PreprocessConfig, reporter: Reporter | None = None) -> Plan:
         _plan_stage(cfg, stage, store, works, clip_layouts, state)
     _prepare_store(stages, store, list(works), state)
     tasks, deps = _build_tasks(cfg, state, stages, order, store)
+    store.save_summaries()  # what planning read marker by marker, so that the next planning need not
     for stage in stages:
         s = summary.stages[stage.name]
         reporter.planned(stage.name, sum(len(t.blocks) for t in tasks if t.stage == stage.name), s.already_done)
@@ -186,7 +187,8 @@ def _read_raw(cfg: PreprocessConfig, stages: list[Stage]):
         return None
     if not src.root:
         raise PlanError(f"{' and '.join(raw_stages)} need(s) the raw capture root (--root PATH)")
-    return read_raw(src.dataset, src.root, _selection(cfg), focal=src.focal, subject=src.subject)
+    scan = ScanOptions(cfg.stage_config("ingest").resolution, src.scan_views)  # scans: rendered at the working size
+    return read_raw(src.dataset, src.root, _selection(cfg), focal=src.focal, subject=src.subject, scan=scan)
 
 
 def _read_clips(cfg: PreprocessConfig, raw, store: Store, summary: RunSummary) -> dict[str, Any]:
@@ -368,7 +370,13 @@ def execute_plan(plan: Plan, cfg: PreprocessConfig, reporter: Reporter | None = 
     def report(msg: dict) -> None:
         reporter.block_done(msg["stage"], msg["clip"], msg["block"], msg["items"])
 
+    keeper = _SummaryKeeper(plan.store, plan.tasks)
+
     def on_outcome(outcome: TaskOutcome) -> None:
+        _count_outcome(outcome)
+        keeper.task_over(outcome.task)
+
+    def _count_outcome(outcome: TaskOutcome) -> None:
         task = outcome.task
         stats = summary.stages[task.stage]
         if outcome.result is not None:
@@ -378,8 +386,8 @@ def execute_plan(plan: Plan, cfg: PreprocessConfig, reporter: Reporter | None = 
         elif outcome.upstream_failed:
             stats.skipped_upstream += len(task.blocks)
         else:
-            finished = {b for b, m in plan.store.markers(task.stage, task.layout.key).items()
-                        if m.fingerprint == task.fingerprint}
+            markers = {b: plan.store.marker(task.stage, task.layout.key, b) for b in task.blocks}
+            finished = {b for b, m in markers.items() if m is not None and m.fingerprint == task.fingerprint}
             entries = task_failure_items(task, outcome.error or "", finished)
             for block, item in entries:
                 plan.store.write_block_ledger(task.stage, task.layout.key, block, [item])
@@ -397,8 +405,35 @@ def execute_plan(plan: Plan, cfg: PreprocessConfig, reporter: Reporter | None = 
         run_tasks(plan.tasks, plan.deps, executor, on_outcome)
     finally:
         executor.close()
+    keeper.finish()
     _record_run(plan, cfg)
     return summary
+
+
+class _SummaryKeeper:
+    """Driver side: brings a clip's summary (datasets/store.py) up to date for a stage as soon as every
+    task of that (stage, clip) is over, so that a run stopped later leaves current summaries of what it
+    finished. An interrupted run leaves the others behind: correct still (the next planning reads the
+    markers the summary does not vouch for, and summarises them), only slower once."""
+
+    def __init__(self, store: Store, tasks: list[SegmentTask]):
+        self.store = store
+        self.open: dict[tuple[str, str], int] = {}
+        for task in tasks:
+            self.open[task.stage, task.layout.key] = self.open.get((task.stage, task.layout.key), 0) + 1
+
+    def task_over(self, task: SegmentTask) -> None:
+        key = (task.stage, task.layout.key)
+        self.open[key] -= 1
+        if self.open[key] == 0:
+            del self.open[key]
+            self.store.summarise([task.layout.key], [task.stage])
+
+    def finish(self) -> None:
+        """After the last outcome: any (stage, clip) still open (none, unless a task was never reported)."""
+        for stage, key in sorted(self.open):
+            self.store.summarise([key], [stage])
+        self.open.clear()
 
 
 def _record_run(plan: Plan, cfg: PreprocessConfig) -> None:

@@ -119,6 +119,9 @@ def iter_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int], t
         return
     if isinstance(source, VideoSource):
         yield from _iter_video(source.url, list(frame_ids), threads, lazy)
+    elif hasattr(source, "iter_frames"):  # a source that makes its frames (scans rendered, datasets/scans)
+        for fid, image in source.iter_frames(frame_ids, threads):
+            yield fid, LazyFrame(lambda im=image: im) if lazy and not isinstance(image, FrameError) else image
     else:
         index = {fid: i for i, fid in enumerate(source.frame_ids)}
         for fid in frame_ids:
@@ -228,7 +231,7 @@ def sample_frames(source: VideoSource | ImageSequence, frame_ids: Sequence[int],
     if not ids or n < 1:
         return []
     picks = sorted({ids[int(round(i))] for i in np.linspace(0, len(ids) - 1, min(n, len(ids)))})
-    if isinstance(source, ImageSequence):
+    if isinstance(source, ImageSequence) or hasattr(source, "iter_frames"):
         return [(fid, image) for fid, image in iter_frames(source, picks) if not isinstance(image, FrameError)]
     out: list[tuple[int, np.ndarray]] = []
     try:

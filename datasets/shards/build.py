@@ -4,6 +4,7 @@
     <out>/zarr.json                     root group
     <out>/<split>/<array>/...           one array per product, rows first: [N, ...]; shard k holds rows
                                         [k*S, (k+1)*S) of every array of the split
+    <out>/<split>/_packed/<k>.bin       shard k's raw arrays once more in one object (datasets/shards/pack.py)
     <out>/_build/plan.json              the rows of every shard (resuming rebuilds only what is missing)
     <out>/_build/done/<split>/<k>.json  a finished shard's object digests
 
@@ -20,6 +21,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from threading import Lock
 
 import numpy as np
 import zarr
@@ -31,6 +33,7 @@ from datasets.errors import UserError
 from datasets.schema import SHARDS
 from datasets.shards import zarr_shard
 from datasets.shards.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, Manifest, count_samples, digest
+from datasets.shards.pack import encode_pack, pack_key
 from datasets.shards.select import SYNTH_MODES, ClipFacts, SelectionError, holdout_mask, split_identities, store_facts
 from datasets.shards.source import SourceStore
 from datasets.store import image_codec_config, now_iso, open_zarr_store
@@ -51,7 +54,9 @@ class BuildOptions:
     holdout_frames: float = 0.0  # fraction of each training clip's frames kept for evaluation
     synth: str = "auto"  # synthesized expression images: auto (where present), require, off
     frame_stride: int = 1  # keep every n-th stored frame
-    threads: int = 4  # shards written at once
+    threads: int = 4  # shards written at once (by this process's thread pool; without workers/scheduler)
+    workers: int = 0  # local Dask worker processes writing the shards instead (0: the thread pool)
+    scheduler: str | None = None  # address of an existing Dask scheduler whose workers write the shards
     overwrite: bool = False  # replace a shard set built with other options
     storage_options: dict = field(default_factory=dict)  # fsspec options of the stores and the output
 
@@ -64,6 +69,11 @@ class BuildOptions:
             raise SelectionError(f"--holdout-frames takes a fraction in [0, 1), got {self.holdout_frames}")
         if not self.stores:
             raise SelectionError("build-shards needs at least one store")
+        if self.workers < 0 or self.threads < 1:
+            raise SelectionError(f"--workers must be at least 0 and --threads at least 1, got {self.workers} "
+                                 f"and {self.threads}")
+        if self.workers and self.scheduler:
+            raise SelectionError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
 
 
 @dataclass
@@ -138,7 +148,8 @@ def plan_build(opts: BuildOptions, sources: list[SourceStore]) -> tuple[dict, li
             continue
         order = np.random.default_rng([opts.seed, zlib.crc32(name.encode())]).permutation(len(rows[name]))
         splits[name] = {"subjects": ids, "rows": [rows[name][i] for i in order]}
-    options = {k: v for k, v in asdict(opts).items() if k not in ("threads", "overwrite", "storage_options", "out")}
+    options = {k: v for k, v in asdict(opts).items()
+               if k not in ("threads", "workers", "scheduler", "overwrite", "storage_options", "out")}
     plan = {"options": options, "layout": layout, "holdout_views": held_views, "clips": clips, "splits": splits}
     return plan, usable, excluded
 
@@ -202,7 +213,7 @@ class _Writer:
         rows = self.plan["splits"][split]["rows"][k * S:(k + 1) * S]
         clips = self.plan["clips"]
         group = self.root[split]
-        objects = {}
+        objects, raw = {}, {}
         for name, spec in self.specs.items():
             array = group[name]
             key = f"{array.path}/{array.metadata.encode_chunk_key((k,) + (0,) * (array.ndim - 1))}"
@@ -231,14 +242,24 @@ class _Writer:
                 data = np.zeros((S,) + tuple(spec["row_shape"]), dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
                 for r, (c, t) in enumerate(rows):
                     data[r] = self._raw_value(split, name, c, t, data.shape[1:])
-                objects[name] = self._put(key, data.tobytes())
+                raw[name] = data.tobytes()
+                objects[name] = self._put(key, raw[name])
         view_ok = np.zeros((len(rows), L["views"]), bool)
         heldout = np.zeros_like(view_ok)
         for r, (c, t) in enumerate(rows):
             n = len(clips[c]["views"])
             view_ok[r, :n] = clips[c]["view_ok"][t]
             heldout[r, :n] = clips[c]["heldout"][t]
-        return {"index": k, "rows": len(rows), "counts": count_samples(view_ok, heldout), "objects": objects}
+        record = {"index": k, "rows": len(rows), "counts": count_samples(view_ok, heldout), "objects": objects}
+        if raw:
+            record["pack"] = self._put_pack(split, k, raw)
+        return record
+
+    def _put_pack(self, split: str, k: int, raw: dict[str, bytes]) -> dict:
+        """The raw arrays once more as one object (datasets/shards/pack.py): a remote reader opens the shard
+        with one request for all of them instead of one per array."""
+        data, layout = encode_pack(raw)
+        return self._put(pack_key(split, k), data) | {"arrays": layout}
 
     def _raw_value(self, split: str, name: str, c: int, t: int, shape: tuple) -> np.ndarray:
         clip = self.plan["clips"][c]
@@ -304,22 +325,69 @@ def build_shards(opts: BuildOptions, progress: Callable[[int, int], None] | None
     if stop_after is not None:
         todo = todo[:stop_after]
 
-    def one(item: tuple[str, int]) -> tuple[tuple[str, int], dict]:
-        record = writer.write_shard(*item)
-        key = f"_build/done/{item[0]}/{item[1]:06d}.json"
-        zarr_keys.set_bytes(zstore, key, json.dumps(record).encode())
-        return item, record
-
-    with ThreadPoolExecutor(max(1, opts.threads)) as pool:
-        for item, record in pool.map(one, todo):
-            done[item] = record
-            if progress:
-                progress(len(done), total)
+    if opts.workers or opts.scheduler:
+        written = _shards_on_dask(opts, plan, specs, todo)
+    else:
+        written = _shards_in_threads(writer, zstore, todo, opts.threads)
+    for item, record in written:
+        done[item] = record
+        if progress:
+            progress(len(done), total)
     if len(done) < total:
         return BuildResult(Manifest({}), len(todo), skipped, excluded)
     manifest = _manifest(opts, plan, specs, sources, done)
     zarr_keys.set_bytes(zstore, MANIFEST, manifest.dumps())
     return BuildResult(manifest, len(todo), skipped, excluded)
+
+
+def _write_and_record(writer: _Writer, zstore, item: tuple[str, int]) -> tuple[tuple[str, int], dict]:  # noqa: ANN001
+    """Write one shard, then its done record (a shard without one is rewritten by the next call)."""
+    record = writer.write_shard(*item)
+    zarr_keys.set_bytes(zstore, f"_build/done/{item[0]}/{item[1]:06d}.json", json.dumps(record).encode())
+    return item, record
+
+
+def _shards_in_threads(writer: _Writer, zstore, todo: list[tuple[str, int]], threads: int):  # noqa: ANN001
+    """(item, record) of each shard of `todo`, written by a pool of `threads` threads of this process."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        yield from pool.map(lambda item: _write_and_record(writer, zstore, item), todo)
+
+
+def _shards_on_dask(opts: BuildOptions, plan: dict, specs: dict, todo: list[tuple[str, int]]):
+    """(item, record) of each shard of `todo` as Dask tasks finish them: one task per shard, on a local
+    cluster of `opts.workers` processes or the workers of `opts.scheduler` (which must reach the stores
+    and the output by the same URLs). The plan travels once to each worker, not with every task."""
+    from distributed import as_completed
+
+    from datasets.cluster import DaskCluster
+
+    if not todo:
+        return
+    with DaskCluster(opts.workers, opts.scheduler) as cluster:
+        [shared_plan] = cluster.client.scatter([plan], broadcast=True)
+        futures = [cluster.client.submit(_dask_write_shard, opts, shared_plan, specs, item, pure=False)
+                   for item in todo]
+        for future in as_completed(futures):
+            yield future.result()  # a task's error ends the build; finished shards keep their records
+
+
+_WORKER_WRITER: dict = {}  # worker side: the plan the cached writer serves, and the writer
+_WORKER_LOCK = Lock()
+
+
+def _dask_write_shard(opts: BuildOptions, plan: dict, specs: dict, item: tuple[str, int]
+                      ) -> tuple[tuple[str, int], dict]:
+    """Worker side (a Dask task): write one shard and its done record; returns the record. The writer and
+    the sources it opened are kept for the next shard of the same plan on this worker."""
+    with _WORKER_LOCK:
+        if _WORKER_WRITER.get("plan") is not plan:
+            sources = [SourceStore(url, opts.storage_options) for url in opts.stores]
+            zstore = open_zarr_store(opts.out, opts.storage_options)
+            root = zarr.open_group(zstore, mode="a", zarr_format=3)
+            _WORKER_WRITER.update(plan=plan, writer=_Writer(opts, plan, sources, specs, zstore, root),
+                                  zstore=zstore)
+        writer, zstore = _WORKER_WRITER["writer"], _WORKER_WRITER["zstore"]
+    return _write_and_record(writer, zstore, item)
 
 
 def _manifest(opts: BuildOptions, plan: dict, specs: dict, sources: list[SourceStore], done: dict) -> Manifest:
@@ -340,6 +408,24 @@ def _manifest(opts: BuildOptions, plan: dict, specs: dict, sources: list[SourceS
                            "software": a.get("software", {})})
     doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": now_iso(), "digest": "sha256",
            "layout": plan["layout"], "arrays": specs, "clips": clips, "splits": splits,
-           "holdout_views": plan["holdout_views"], "options": plan["options"] | {"shard_rows": opts.shard_rows},
-           "sources": provenance, "software": package_versions()}
+           "clip_index": _clip_index(plan, opts.shard_rows), "holdout_views": plan["holdout_views"],
+           "options": plan["options"] | {"shard_rows": opts.shard_rows}, "sources": provenance,
+           "software": package_versions()}
     return Manifest(doc)
+
+
+def _clip_index(plan: dict, shard_rows: int) -> dict[str, dict[str, dict[str, list[int]]]]:
+    """{split: {clip number: {"frames": [n], "shards": [n], "rows": [n]}}}, frames ascending: where each
+    frame of a clip lies, so that a reader of one clip opens only its shards (the rows are shuffled over
+    the whole split, so without it finding a clip means reading every shard of the split)."""
+    index: dict[str, dict[str, dict[str, list[int]]]] = {}
+    for split, info in plan["splits"].items():
+        found: dict[int, list[tuple[int, int]]] = {}
+        for g, (c, t) in enumerate(info["rows"]):  # g: row of the split, in shard g // S at row g % S
+            found.setdefault(int(c), []).append((int(t), g))
+        index[split] = {}
+        for c in sorted(found):
+            located = sorted(found[c])
+            index[split][str(c)] = {"frames": [t for t, _ in located], "shards": [g // shard_rows for _, g in located],
+                                    "rows": [g % shard_rows for _, g in located]}
+    return index

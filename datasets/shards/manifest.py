@@ -6,13 +6,26 @@
      "clips":   [{"source": i, "clip": "001/EXP-1", "identity": "nersemble/001", "views": [...], ...}],
      "splits":  {"train": {"rows": N, "subjects": [...], "counts": {use: {"rows": n, "views": n}},
                            "shards": [{"index": k, "rows": r, "counts": {...},
-                                       "objects": {name: {"key": ..., "bytes": n, "sha256": ...}}}]}},
+                                       "objects": {name: {"key": ..., "bytes": n, "sha256": ...}},
+                                       "pack": {"key": ..., "bytes": n, "sha256": ...,
+                                                "arrays": {name: [offset, nbytes]}}}]}},
+     "clip_index": {split: {"<clip number>": {"frames": [n], "shards": [n], "rows": [n]}}},
      "sources": [{"url": ..., "created": ..., "stages": {...}, "sources": [...licences...]}],
      "options": {...build options...}, "software": {...}, "created": ...}
 
 `counts[use]` counts the samples of each kind of use ("train": the views kept for training, "heldout":
 held-out views and frames, "all"): "rows" frames with at least one such view (stage-1 samples), "views"
 (frame, view) pairs (stage-2 samples). Readers take epoch lengths from here without opening a shard.
+
+`pack` (datasets/shards/pack.py): the shard's raw arrays in one object, so a remote reader fetches them
+with one request; `objects` still lists each of them, and plain zarr reads those.
+
+`clip_index`: for every clip of a split, its frames (store frame indices, ascending) and, at the same
+positions, the shard and the row in it that holds each frame; every row of every shard appears once.
+A reader of one clip (`render`) opens only that clip's shards (`Manifest.clip_rows`).
+
+Both are later additions that older readers ignore, so the schema version stays 1; a manifest without
+them (built before) is read as before: per-array objects, and a clip found by scanning its split.
 """
 
 from __future__ import annotations
@@ -20,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,6 +47,15 @@ USES = ("train", "heldout", "all")
 
 class ManifestError(UserError, ValueError):
     """No manifest, or one this software cannot read."""
+
+
+class ClipRow(NamedTuple):
+    """Where one frame of a clip lies in a shard set."""
+
+    split: str
+    shard: int
+    row: int  # row inside the shard
+    frame: int  # store frame index (a sample's `frame`)
 
 
 def digest(data: bytes | memoryview) -> str:
@@ -102,6 +124,24 @@ class Manifest:
     @property
     def shard_rows(self) -> int:
         return int(self.doc["options"]["shard_rows"])
+
+    @property
+    def has_clip_index(self) -> bool:
+        return "clip_index" in self.doc
+
+    def clip_rows(self, clip: int) -> list[ClipRow] | None:
+        """Every frame of clip number `clip` (index in `clips`) with its split, shard and row, by split then
+        frame; None when the manifest predates the clip index (find the clip by scanning its split)."""
+        if not self.has_clip_index:
+            return None
+        out = []
+        for split, clips in self.doc["clip_index"].items():
+            entry = clips.get(str(int(clip)))
+            if entry is None:
+                continue
+            out.extend(ClipRow(split, int(k), int(r), int(t))
+                       for t, k, r in zip(entry["frames"], entry["shards"], entry["rows"], strict=True))
+        return out
 
     def identity(self) -> str:
         """A short digest of the content (object digests), for checkpoints to recognise their data."""

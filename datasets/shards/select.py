@@ -106,10 +106,13 @@ def clip_facts(store: Store, source: int, key: str, synth: str, ledger_by_clip: 
 
 
 def store_facts(store: Store, source: int, synth: str, clips: list[str] | None = None) -> list[ClipFacts]:
-    ledger_by_clip: dict[str, list] = {}
-    for item in store.ledger():
-        ledger_by_clip.setdefault(item.clip, []).append(item)
+    """The facts of every clip of a store (or of `clips`). Markers and ledger entries come through each
+    clip's summary (datasets/store.py): a few requests per clip, not one per block."""
     keys = store.clips() if clips is None else [k for k in store.clips() if k in set(clips)]
+    stages = list(NEEDED_STAGES) + (["synthesis"] if synth != "off" else [])
+    planned = {stage: store.plan_ledger(stage) for stage in stages}
+    ledger_by_clip = {key: [i for stage in stages for i in planned[stage].get(key, []) + store.block_ledger(stage, key)]
+                      for key in keys}
     return [clip_facts(store, source, key, synth, ledger_by_clip) for key in keys]
 
 

@@ -1,12 +1,20 @@
 """Where a shard set's objects live: a local directory (read in place) or any fsspec URL (objects fetched
-whole into a bounded local cache, shared by the loader processes of one machine)."""
+whole into a bounded local cache, shared by the loader processes of one machine).
+
+One download per object per machine: a process that finds an object missing takes an exclusive lock on
+`<cache>/.locks/<object>.lock` (fcntl.flock: it also separates threads, which open their own descriptors),
+looks again, and only then fetches; the others wait on the lock and find the finished file. A download is
+written to a temporary name and renamed, so readers never see half an object."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 
 import fsspec
 
@@ -48,7 +56,7 @@ class ShardStorage:
         self.cache_bytes = int(cache_bytes)
 
     @property
-    def fs(self):  # noqa: ANN201
+    def fs(self):
         """The fsspec filesystem, made in this process (async filesystems do not survive a fork)."""
         if self._fs is None or self._pid != os.getpid():
             self._fs = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.storage_options)[0]
@@ -87,9 +95,36 @@ class ShardStorage:
                                         f"{self.url}`")
             return path
         path = os.path.join(self.cache_dir, key)
-        if os.path.exists(path) and os.path.getsize(path) == nbytes:
-            os.utime(path)  # recency for eviction
+        if self._cached(path, nbytes):
             return path
+        with self._download_lock(key):
+            if self._cached(path, nbytes):  # another process or thread fetched it while we waited
+                return path
+            return self._download(key, path, nbytes, keep)
+
+    @staticmethod
+    def _cached(path: str, nbytes: int) -> bool:
+        try:
+            if os.path.getsize(path) != nbytes:
+                return False
+            os.utime(path)  # recency for eviction
+            return True
+        except FileNotFoundError:
+            return False
+
+    @contextlib.contextmanager
+    def _download_lock(self, key: str) -> Iterator[None]:
+        folder = os.path.join(self.cache_dir, ".locks")
+        os.makedirs(folder, exist_ok=True)
+        name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+        fd = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _download(self, key: str, path: str, nbytes: int, keep: set[str]) -> str:
         self._make_room(nbytes, keep)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
@@ -108,7 +143,9 @@ class ShardStorage:
             raise CacheTooSmallError(f"a shard object of {nbytes} bytes does not fit the cache of "
                                      f"{self.cache_bytes} bytes ({self.cache_dir}); raise cache_bytes")
         files = []
-        for folder, _, names in os.walk(self.cache_dir):
+        for folder, dirs, names in os.walk(self.cache_dir):
+            if ".locks" in dirs:
+                dirs.remove(".locks")  # lock files hold no data
             for name in names:
                 path = os.path.join(folder, name)
                 try:

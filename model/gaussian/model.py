@@ -29,7 +29,8 @@ from model.guiding.config import GuidingConfig
 from model.guiding.model import Inputs, MotionDeformation, build_networks
 from model.guiding.motion import expression_weights
 from model.nets.mlp import MLP
-from model.render.splat import render_gaussians
+from model.render.precision import at_least_float32, autocast_off
+from model.render.splat import render_gaussians_batched
 
 ATTRIBUTES = 3 + 4 + 1  # offsets of log scale, quaternion, opacity logit
 
@@ -63,19 +64,23 @@ def splat_posed(g: CanonicalGaussians, M: Tensor, t: Tensor, K: Tensor, world_to
                 width: int, backend: str) -> tuple[Tensor, Tensor]:
     """Pose canonical Gaussians by world = M c + t (M: [B, 3, 3] a rotation times a positive scale; t: [B, 3])
     and render every sample's Gaussians into its cameras (K: [B, V, 3, 3], world_to_cam: [B, V, 4, 4])
-    -> features [B*V, C, height, width], alpha [B*V, height, width]."""
-    s = torch.linalg.det(M).abs().pow(1 / 3)  # [B]
-    q_pose = matrix_to_quat(M / s[:, None, None])  # [B, 4]
-    means = g.means @ M.transpose(1, 2) + t[:, None]
-    quats = quat_multiply(q_pose[:, None], g.quats / g.quats.norm(dim=-1, keepdim=True))
-    scales = torch.exp(g.log_scales) * s[:, None, None]
-    images, alphas = [], []
-    for b in range(means.shape[0]):  # each sample has its own Gaussians
-        image, alpha = render_gaussians(means[b], quats[b], scales[b], g.opacities[b], g.colours[b], K[b],
-                                        world_to_cam[b], height, width, backend=backend)
-        images.append(image)
-        alphas.append(alpha)
-    return torch.cat(images).permute(0, 3, 1, 2), torch.cat(alphas)
+    -> features [B*V, C, height, width], alpha [B*V, height, width].
+
+    Posing and splatting run in float32 even inside a bf16 autocast region (TrainConfig.amp): a bf16 matmul
+    would round the posed means to ~4 mm at 1 m, pixels at 512 px (model/render/precision.py)."""
+    with autocast_off(M.device.type):
+        M, t, K, world_to_cam = (at_least_float32(x) for x in (M, t, K, world_to_cam))
+        g_means, g_quats, g_log_scales = (at_least_float32(x) for x in (g.means, g.quats, g.log_scales))
+        s = torch.linalg.det(M).abs().pow(1 / 3)  # [B]
+        q_pose = matrix_to_quat(M / s[:, None, None])  # [B, 4]
+        means = g_means @ M.transpose(1, 2) + t[:, None]
+        quats = quat_multiply(q_pose[:, None], g_quats / g_quats.norm(dim=-1, keepdim=True))
+        scales = torch.exp(g_log_scales) * s[:, None, None]
+        # each sample has its own Gaussians, seen by its own cameras: one batched call (one gsplat launch per kernel)
+        image, alpha = render_gaussians_batched(means, quats, scales, g.opacities, g.colours, K, world_to_cam,
+                                                height, width, backend=backend)  # [B, V, H, W, C], [B, V, H, W]
+    B, V = K.shape[:2]
+    return image.reshape(B * V, height, width, -1).permute(0, 3, 1, 2), alpha.reshape(B * V, height, width)
 
 
 class GaussianModel(MotionDeformation):
@@ -127,14 +132,16 @@ class GaussianModel(MotionDeformation):
             z_id = self.id_codes[x.identity]
             z_exp, z_nf = self.motion_codes(x)
             g = self.canonical(z_id, z_exp, z_nf)
-            R, tau = self.pose_refine(x.frame_rows)  # per-frame refinement, in canonical space
-            A, b = world_transform(self.frame, x.pose, x.scale)  # canonical -> world
+            with autocast_off(x.pose.device.type):  # poses in float32 under amp too (see splat_posed)
+                R, tau = self.pose_refine(x.frame_rows)  # per-frame refinement, in canonical space
+                A, b = world_transform(self.frame, x.pose, x.scale)  # canonical -> world
+                M, t = A @ R, (A @ tau[..., None])[..., 0] + b
         with record_function("gaussian/splatting"):
-            features, alpha = self.splat(g, A @ R, (A @ tau[..., None])[..., 0] + b, x.K, x.world_to_cam,
-                                         c.render_resolution, c.render_resolution)
+            features, alpha = self.splat(g, M, t, x.K, x.world_to_cam, c.render_resolution, c.render_resolution)
         with record_function("gaussian/refine U-Net"):
             fine = self.refine(features)
-        landmarks = g.landmarks @ R.transpose(1, 2) + tau[:, None]
+        with autocast_off(x.pose.device.type):
+            landmarks = at_least_float32(g.landmarks) @ R.transpose(1, 2) + tau[:, None]
         return GaussianOutputs(fine=fine, coarse=features[:, :3], alpha=alpha, mask=alpha.detach() > 0.5,
                                means_can=g.means, delta_exp=g.delta_exp, delta_nf=g.delta_nf,
                                landmarks_can=landmarks, to_world=(A, b))

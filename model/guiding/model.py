@@ -29,6 +29,7 @@ from model.nets.encoder import ConvEncoder
 from model.nets.mlp import MLP, ConditionedMLP
 from model.nets.refine import RefineUNet
 from model.render.mesh import interpolate, rasterize, soft_silhouette
+from model.render.precision import autocast_off
 
 DISPLACEMENT_INIT = 1e-2  # displacement MLPs start with small outputs
 
@@ -137,13 +138,16 @@ class GuidingModel(MotionDeformation):
             verts_can, H, delta_exp, delta_nf = self.deform(mesh.verts, mesh.features, z_id, z_exp, z_nf, weights)
             colour = self.f_col(H)  # [B, N, C]
             R, tau = self.pose_refine(x.frame_rows)  # per-frame refinement, in canonical space
-            A, b = to_world = world_transform(self.frame, x.pose, x.scale)  # canonical -> world
-            world = _affine(_affine(verts_can, R, tau), A, b)  # [B, N, 3]
+            with autocast_off(x.pose.device.type):  # posing in float32 under amp: bf16 would move pixels
+                R, tau, verts_can = R.float(), tau.float(), verts_can.float()
+                A, b = to_world = world_transform(self.frame, x.pose, x.scale)  # canonical -> world
+                world = _affine(_affine(verts_can, R, tau), A, b)  # [B, N, 3]
             # landmarks: P0 through the same deformation (their l_exp is 1: distance 0 to themselves)
             _, lmk_gamma = self.mean_shape(self.landmarks)
             lmk_weights = torch.ones(self.landmarks.shape[0], device=world.device)
             lmk_can, _, _, _ = self.deform(self.landmarks, lmk_gamma, z_id, z_exp, z_nf, lmk_weights)
-            lmk_can = _affine(lmk_can, R, tau)
+            with autocast_off(x.pose.device.type):
+                lmk_can = _affine(lmk_can.float(), R, tau)
 
         cam_verts = world[:, None].expand(B, V, *world.shape[1:]).reshape(B * V, *world.shape[1:])
         cam_colour = colour[:, None].expand(B, V, *colour.shape[1:]).reshape(B * V, *colour.shape[1:])

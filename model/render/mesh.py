@@ -13,6 +13,9 @@ interpolated attributes carry gradients to attributes and vertex positions. Silh
 from a soft coverage: each triangle within a few sigma of a pixel covers it with probability
 sigmoid(-signed distance / sigma), combined as 1 - prod(1 - p) (the soft rasterizer formulation).
 
+The entry points (project, rasterize, interpolate, soft_silhouette) compute in float32 under a caller's bf16
+autocast (model/render/precision.py): rounded depths and positions would move edges by pixels.
+
 On CUDA with nvdiffrast importable, `rasterize` takes visibility from nvdiffrast and shares the
 differentiable barycentric step; `backend="torch"` forces the pure-PyTorch path.
 """
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from model.render.precision import float32_region
 
 _EPS_AREA = 1e-12
 
@@ -66,6 +71,7 @@ def _to_camera(verts: Tensor, world_to_cam: Tensor) -> Tensor:
     return torch.einsum("cij,cnj->cni", world_to_cam[:, :3, :3], verts) + world_to_cam[:, None, :3, 3]
 
 
+@float32_region
 def project(verts: Tensor, K: Tensor, world_to_cam: Tensor) -> tuple[Tensor, Tensor]:
     """verts: [N, 3] or [C, N, 3] world; K: [C, 3, 3]; world_to_cam: [C, 4, 4]
     -> (xy [C, N, 2] pixel coordinates, z [C, N] camera depth)."""
@@ -191,6 +197,7 @@ def _perspective(bary2d: Tensor, tz: Tensor) -> tuple[Tensor, Tensor]:
     return w / inv_z[:, None], 1.0 / inv_z
 
 
+@float32_region
 def rasterize(verts: Tensor, faces: Tensor, K: Tensor, world_to_cam: Tensor, height: int, width: int, *,
               near: float = 1e-3, cull_backfaces: bool = False, max_fragments: int = 1 << 21,
               backend: str = "auto") -> Rasterized:
@@ -292,6 +299,7 @@ def _resolve(xy: Tensor, z: Tensor, faces: Tensor, face_id: Tensor, C: int, H: i
     return Rasterized(face_id, covered, bary, depth)
 
 
+@float32_region
 def interpolate_covered(attrs: Tensor, faces: Tensor, rast: Rasterized) -> Tensor:
     """attrs: [N, D] (shared) or [C, N, D] per-vertex attributes -> [M, D] at the covered pixels."""
     C, H, W = rast.face_id.shape
@@ -303,6 +311,7 @@ def interpolate_covered(attrs: Tensor, faces: Tensor, rast: Rasterized) -> Tenso
     return torch.einsum("mk,mkd->md", rast.bary_covered, vals)
 
 
+@float32_region
 def interpolate(attrs: Tensor, faces: Tensor, rast: Rasterized) -> Tensor:
     """attrs: [N, D] (shared) or [C, N, D] per-vertex attributes -> [C, H, W, D]; zero where uncovered."""
     return rast._dense(interpolate_covered(attrs, faces, rast), 0.0)
@@ -340,6 +349,7 @@ def contour_edges(faces: Tensor, front: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([a, b], -1), is_contour
 
 
+@float32_region
 def soft_silhouette(verts: Tensor, faces: Tensor, K: Tensor, world_to_cam: Tensor, height: int, width: int, *,
                     sigma: float = 0.5, near: float = 1e-3, max_fragments: int = 1 << 21) -> Tensor:
     """[C, H, W] soft coverage in [0, 1] with gradients to the vertex positions.

@@ -30,7 +30,8 @@ class Showcase:
         self.model = self.trained.model
         self.url = shards or self.trained.shards
         self.storage_options = storage_options
-        self.manifest = ShardReader(self.url, storage_options=storage_options or None).manifest
+        self.reader = ShardReader(self.url, storage_options=storage_options or None)  # a clip's shards stay open
+        self.manifest = self.reader.manifest
         self.frames = frame_table(self.trained, self.manifest)
         self.size, self.device = size, torch.device(device)
         up = self.trained.config.refine_upsample
@@ -45,7 +46,8 @@ class Showcase:
         return subjects.index(name), name
 
     def _frames(self, clip: int, limit: int = 0, frame_ids: list[int] | None = None):
-        return clip_frames(self.url, clip, self.trained.config, self.frames, limit, frame_ids, self.storage_options)
+        return clip_frames(self.url, clip, self.trained.config, self.frames, limit, frame_ids, self.storage_options,
+                           self.reader)
 
     def _codes(self, driving) -> tuple[torch.Tensor, torch.Tensor | None]:
         d = self.device

@@ -54,11 +54,16 @@ def run_training(stage: str, cli_values: dict, config_file: str | None, sets: li
     else:
         from model.train.gaussian_trainer import GaussianTrainer as trainer_class
     trainer = trainer_class(train, model)  # bad data, checkpoints or weights raise UserErrors (cli.py)
+    if not trainer.world.main:  # under torchrun one process speaks for the run
+        console = Console(quiet=True)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if stage == "gaussian":
         source = trainer.source
         console.print(f"{trainer.model.n_points} Gaussians, initialised from {source['strategy']} "
                       f"({source['path']}, stage-1 step {source['step']})")
+    if trainer.world.size > 1:
+        console.print(f"{trainer.world.size} processes on {trainer.world.nodes} node(s), DistributedDataParallel: "
+                      f"global batch {trainer.global_batch_size}, {trainer.batch_size} per process")
     console.print(f"stage {stage}, preset {train.preset}: {n_params / 1e6:.2f} M parameters on {trainer.device}; "
                   f"{len(trainer.subjects)} subjects, {len(trainer.frames)} frames; "
                   f"{'resuming at step ' + str(trainer.step) if trainer.step else 'new run'} in {train.out}")

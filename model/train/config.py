@@ -25,5 +25,6 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
     deterministic: bool = False  # deterministic algorithms (exact resume on CPU holds without it too)
+    amp: bool = False  # bf16 autocast of the model's forward pass on CUDA (losses and renderers stay float32)
     cache_dir: str = ""  # local cache of a remote shard set (empty: a temporary directory)
     storage_options: dict = field(default_factory=dict)  # fsspec options of a remote shard set

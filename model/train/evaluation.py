@@ -25,7 +25,8 @@ def evaluation_data(shards: str, views: int, use: str, batch_size: int, storage_
                     cache_dir: str | None = None, seed: int = 0) -> ShardDataset:
     return ShardDataset(shards, split="train", sample="stage1", use=use, views=views, synth_ratio=0.0, seed=seed,
                         shuffle=False, batch_size=batch_size, drop_last=False, repeat=False,
-                        storage_options=storage_options or None, cache_dir=cache_dir)
+                        storage_options=storage_options or None, cache_dir=cache_dir,
+                        rank=0, world_size=1, nodes=1)  # one process evaluates everything, even under torchrun
 
 
 @torch.no_grad()

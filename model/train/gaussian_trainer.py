@@ -63,7 +63,7 @@ class GaussianTrainer(Trainer):
         self.optimizer = torch.optim.Adam(self._param_groups())
         if resume is not None:
             self._restore(resume)
-        self._open_log()
+        self._ready()
 
     # --------------------------------------------------------------------------------------- set-up
     def _build(self, frame: CanonicalFrame, points: dict, landmarks: torch.Tensor) -> GaussianModel:

@@ -45,7 +45,7 @@ class GuidingTrainer(Trainer):
         self.optimizer = torch.optim.Adam(self._param_groups())
         if resume is not None:
             self._restore(resume)
-        self._open_log()
+        self._ready()
 
     def _param_groups(self) -> list[dict]:
         m, c = self.model, self.config

@@ -2,8 +2,14 @@
 
 A run directory holds `checkpoint.pt` (everything to resume exactly), `tensorboard/` and `previews/`.
 Starting again in a directory with a checkpoint resumes it; the same model and data options are required
-(they are part of the checkpoint). A stage subclass builds `model` and `optimizer` and defines
-`train_step`, `evaluate` and `preview`.
+(they are part of the checkpoint). A stage subclass builds `model` and `optimizer`, calls `_ready()` last,
+and defines `prepare`, `loss` and `preview`.
+
+Under torchrun (model/train/distributed.py) every process streams its share of each global batch, the
+model is wrapped in DistributedDataParallel (gradients averaged), the logged losses are the ranks' mean,
+and only rank 0 logs, previews, evaluates and writes checkpoints. A checkpoint resumes under any number
+of processes: the global batch is the same, and the loader goes on as datasets/streaming.py documents
+(exactly where it stopped with the same world size).
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from collections.abc import Callable
 import torch
 from torch.profiler import record_function
 
+from datasets.errors import ConfigError
 from datasets.streaming import ShardDataset, StreamingLoader
 from model.guiding.motion import project_norm_
-from model.train import checkpoint
+from model.train import checkpoint, distributed
 from model.train.config import TrainConfig
 from model.train.data import check_stage1
 from model.train.evaluation import evaluate_model, evaluation_data, heldout_views
@@ -47,22 +54,33 @@ class Trainer:
             torch.set_num_threads(train.threads)
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.device = pick_device(train.device)
+        world = distributed.from_environment()
+        self.device = pick_device(distributed.device_for(train.device, world))
+        if train.amp and self.device.type != "cuda":
+            raise ConfigError("--set train.amp=true (bf16 mixed precision) needs a CUDA device")
+        self.world = distributed.start(self.device)
+        self.ddp: torch.nn.Module | None = None  # the model as DistributedDataParallel wraps it (several ranks)
         self.path = os.path.join(train.out, "checkpoint.pt")
         self.resume = checkpoint.load(self.path, self.STAGE) if os.path.exists(self.path) else None
         self.step = 0
-        self.log: RunLog | None = None  # opened by `_open_log` once the run is known to start
+        self.log: RunLog | None = None  # opened by `_ready` once the run is known to start (rank 0)
         self._want_log = log
         self.history: list[dict[str, float]] = []
         self.on_eval: Callable[[int, dict[str, float]], None] | None = None
 
-    def _open_log(self) -> None:
-        """Called last by a subclass's __init__: a run that fails to start leaves no log directory behind."""
-        if self._want_log:
+    def _ready(self) -> None:
+        """Called last by a subclass's __init__, once model and optimizer exist: wraps the model for several
+        ranks, and opens the log (rank 0; a run that fails to start leaves no log directory behind)."""
+        if self.world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self._want_log and self.world.main:
             self.log = RunLog(self.train_config.out)
 
     def _open_data(self, views: int, batch_size: int) -> None:
-        self.batch_size = batch_size
+        """`batch_size`: the global batch of a step (each rank streams its share of it)."""
+        self.global_batch_size = batch_size
+        self.batch_size = distributed.per_rank_batch(batch_size, self.world)
         self.dataset = self._dataset("train", sample=self.SAMPLE, views=views, shuffle=True, repeat=True)
         manifest = self.dataset.manifest
         check_stage1(manifest, self.train_config.shards)
@@ -77,7 +95,8 @@ class Trainer:
                             synth_ratio=t.synth_ratio if synth_ratio is None else synth_ratio, seed=t.seed,
                             shuffle=shuffle, batch_size=self.batch_size, drop_last=use == "train",
                             repeat=repeat, decode_threads=t.decode_threads, cache_dir=t.cache_dir or None,
-                            storage_options=t.storage_options or None)
+                            storage_options=t.storage_options or None, rank=self.world.rank,
+                            world_size=self.world.size, nodes=self.world.nodes)
 
     # ------------------------------------------------------------------------------------ run identity
     def identity(self) -> dict:
@@ -105,11 +124,17 @@ class Trainer:
         return {}
 
     def save_checkpoint(self) -> None:
+        """Rank 0 writes (every rank holds the same model, optimiser and loader position); the others wait."""
+        if self.world.main:
+            self._write_checkpoint()
+        distributed.barrier()
+
+    def _write_checkpoint(self) -> None:
         checkpoint.save(self.path, {
             "stage": self.STAGE, "preset": self.train_config.preset, "step": self.step,
             "identity": self.identity(), "canonical": self.model.frame.state(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(),
+            "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "world_size": self.world.size,
             # storage options may hold credentials: they stay out of the file
             "train_config": {**dataclasses.asdict(self.train_config), "storage_options": {}},
             **self.checkpoint_extras()})
@@ -131,7 +156,8 @@ class Trainer:
         self.model.train()
         with record_function(f"{self.STAGE}/batch to tensors"):
             inputs, targets = self.prepare(batch)
-        out = self.model(inputs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train_config.amp):
+            out = (self.ddp or self.model)(inputs)
         with record_function(f"{self.STAGE}/losses"):
             terms = self.loss(out, targets)
         with record_function(f"{self.STAGE}/backward + Adam"):
@@ -164,11 +190,12 @@ class Trainer:
             self._evaluate_and_log()
         batches = iter(self.loader)
         while self.step < t.steps:
-            if t.minutes and time.monotonic() - start > t.minutes * 60:
+            # every rank stops at the same step: rank 0's clock decides
+            if t.minutes and distributed.broadcast_object(time.monotonic() - start > t.minutes * 60):
                 break
             tick = time.monotonic()
             terms, out, targets = self.train_step(next(batches))
-            scalars = terms.scalars()
+            scalars = distributed.mean_scalars(terms.scalars())  # the global batch's terms
             if not all(math.isfinite(v) for v in scalars.values()):
                 raise FloatingPointError(f"step {self.step}: non-finite loss {scalars}")
             scalars["seconds_per_step"] = time.monotonic() - tick
@@ -192,8 +219,9 @@ class Trainer:
         return metrics
 
     def _evaluate_and_log(self) -> dict[str, float]:
-        metrics = self.evaluate()
-        if self.on_eval:
+        """Rank 0 evaluates, the others wait and get its metrics."""
+        metrics = distributed.broadcast_object(self.evaluate() if self.world.main else None)
+        if self.on_eval and self.world.main:
             self.on_eval(self.step, metrics)
         if self.log:
             self.log.scalars("eval", {k: metrics[k] for k in ("iou", "psnr", "ssim") if k in metrics}, self.step)
@@ -202,6 +230,7 @@ class Trainer:
     def close(self) -> None:
         if self.log:
             self.log.close()
+        distributed.stop()
 
 
 def plain(value):

@@ -171,3 +171,28 @@ def test_a_store_changed_since_the_build_is_not_mixed_into_it(tmp_path):
         _build(url, tmp_path / "s")
     again = _build(url, tmp_path / "s", overwrite=True)
     assert again.skipped == 0 and again.written == len(first.manifest.shards("train"))
+
+
+def test_dask_workers_finish_a_build_to_the_same_shard_set_as_threads(store_url, tmp_path):
+    """`build-shards --workers 2`: one Dask task per shard, resuming a threaded build's done records; the
+    shard objects are byte for byte the threaded build's (same digests in the manifest)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    threaded = _build(store_url, tmp_path / "threads").manifest
+    out = tmp_path / "dask"
+    first = build_shards(BuildOptions([store_url], str(out), shard_rows=4, val_subjects="0", threads=1),
+                         stop_after=2)
+    assert first.written == 2
+    res = CliRunner().invoke(app, ["build-shards", store_url, "--out", str(out), "--shard-rows", "4",
+                                   "--val-subjects", "0", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    n = len(threaded.shards("train"))
+    assert f"({n - 2} shards now, 2 from before)" in res.output
+    with open(out / "manifest.json") as f:
+        manifest = json.load(f)
+    assert manifest["splits"]["train"]["shards"] == threaded.shards("train")  # digests, counts, rows
+    assert verify_shards(str(out)).ok
+    with pytest.raises(SelectionError, match="not both"):
+        BuildOptions([store_url], str(out), workers=2, scheduler="tcp://127.0.0.1:1")

@@ -183,6 +183,7 @@ def test_batched_cameras_equal_separate_calls_and_per_camera_vertices():
                                                                                     batched.face_id[1])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_backends_agree_with_the_torch_path():
     pytest.importorskip("nvdiffrast.torch")

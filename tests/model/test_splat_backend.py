@@ -18,7 +18,12 @@ import torch
 
 from datasets.capture.rig import look_at
 from model.render.gaussians import project_gaussians, rasterize_gaussians
-from model.render.splat import BACKENDS, available_backends, render_gaussians
+from model.render.splat import (
+    BACKENDS,
+    available_backends,
+    render_gaussians,
+    render_gaussians_batched,
+)
 
 GRAD_KEYS = ("means", "quats", "scales", "opacities", "colors")
 ALPHA_MIN = 1.0 / 255.0
@@ -199,6 +204,71 @@ def test_footprint_rules_differ_for_opaque_gaussians():
     assert 1e-4 < float(diff) < 0.05
 
 
+def _batch_of_scenes(n_scenes, n, d, n_cams, H, W, per_camera_colors=False, dtype=torch.float32, **kw):
+    """B scenes of n Gaussians each, every scene with its own cameras (a training batch) -> dict of [B, ...]."""
+    scenes = [_random_scene(n, d, n_cams, H, W, seed=10 + b, per_camera_colors=per_camera_colors, dtype=dtype,
+                            **kw) for b in range(n_scenes)]
+    for b, s in enumerate(scenes):  # different cameras per scene too
+        s["world_to_cam"][:, :3, 3] += 0.1 * b
+    return {k: torch.stack([s[k] for s in scenes]) for k in scenes[0]}
+
+
+def _render_batched_with_grads(batch, H, W, backend, background, batched=True, seed=2):
+    leaves = {k: (v.clone().requires_grad_(True) if k in GRAD_KEYS else v) for k, v in batch.items()}
+    if batched:
+        image, alpha = render_gaussians_batched(*_args(leaves, H, W), backend=backend, background=background)
+    else:
+        parts = [render_gaussians(*_args({k: v[b] for k, v in leaves.items()}, H, W), backend=backend,
+                                  background=background) for b in range(batch["means"].shape[0])]
+        image, alpha = torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    w_img = torch.randn(image.shape, generator=g, dtype=image.dtype).to(image.device)
+    w_alpha = torch.randn(alpha.shape, generator=g, dtype=alpha.dtype).to(alpha.device)
+    ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
+    return image.detach(), alpha.detach(), {k: leaves[k].grad for k in GRAD_KEYS}
+
+
+@pytest.mark.parametrize("per_camera_colors", [False, True])
+def test_batched_torch_path_equals_per_scene_calls(per_camera_colors):
+    """The Gaussian model renders a batch through render_gaussians_batched: on the torch path it must give
+    exactly the images and gradients of one render_gaussians call per scene."""
+    H, W, d = 24, 32, 8
+    batch = _batch_of_scenes(3, 40, d, 2, H, W, per_camera_colors=per_camera_colors, f=40.0, opacity=(0.2, 0.95))
+    bg = torch.linspace(0, 1, d)
+    for backend in ("torch", "auto"):
+        img, alpha, grads = _render_batched_with_grads(batch, H, W, backend, bg)
+        img_r, alpha_r, grads_r = _render_batched_with_grads(batch, H, W, backend, bg, batched=False)
+        assert img.shape == (3, 2, H, W, d) and alpha.shape == (3, 2, H, W)
+        assert alpha.max() > 0.5
+        assert torch.equal(img, img_r) and torch.equal(alpha, alpha_r), backend
+        for k in GRAD_KEYS:
+            assert torch.equal(grads[k], grads_r[k]), (backend, k)
+
+
+def test_batched_torch_path_passes_options_through():
+    H, W = 24, 32
+    batch = _batch_of_scenes(2, 30, 4, 2, H, W, f=40.0, dtype=torch.float64)
+    for kw in ({"near": 2.9}, {"eps2d": 0.1}):
+        img, alpha = render_gaussians_batched(*_args(batch, H, W), backend="torch", **kw)
+        for b in range(2):
+            ref = rasterize_gaussians(*_args({k: v[b] for k, v in batch.items()}, H, W), **kw)
+            assert torch.equal(img[b], ref[0]) and torch.equal(alpha[b], ref[1])
+
+
+def test_batched_shapes_are_checked_and_gsplat_refuses_cpu_tensors():
+    H, W = 16, 16
+    batch = _batch_of_scenes(2, 10, 3, 1, H, W)
+    bad = dict(batch, opacities=batch["opacities"][:1])
+    with pytest.raises(ValueError, match="opacities"):
+        render_gaussians_batched(*_args(bad, H, W), backend="torch")
+    with pytest.raises(ValueError, match="means must be"):
+        render_gaussians_batched(*_args(dict(batch, means=batch["means"][0]), H, W), backend="torch")
+    with pytest.raises(ValueError, match="colors must be"):
+        render_gaussians_batched(*_args(dict(batch, colors=batch["colors"][:, :5]), H, W), backend="torch")
+    with pytest.raises(RuntimeError, match="gsplat"):
+        render_gaussians_batched(*_args(batch, H, W), backend="gsplat")
+
+
 # ------------------------------------------------------------------------------------------------ CUDA
 
 
@@ -212,6 +282,7 @@ def _render_with_grads(scene, H, W, backend, background, seed=1):
     return image.detach(), alpha.detach(), {k: leaves[k].grad for k in GRAD_KEYS}
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterizes only on CUDA")
 @pytest.mark.parametrize("per_camera_colors", [False, True])
 def test_gsplat_matches_torch_backend_on_cuda(per_camera_colors):
@@ -236,3 +307,33 @@ def test_gsplat_matches_torch_backend_on_cuda(per_camera_colors):
         assert float(gt.norm()) > 0, k
         rel = float((gt - gg).norm() / gt.norm())
         assert rel < 1e-3, f"{k}: relative gradient difference {rel:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterizes only on CUDA")
+@pytest.mark.parametrize("per_camera_colors", [False, True])
+def test_batched_gsplat_call_matches_per_scene_calls_and_the_torch_path(per_camera_colors):
+    """One gsplat call over a batch of scenes against one call per scene (the same kernels: equal to float
+    round-off) and against the torch path (the cross-backend tolerances above)."""
+    pytest.importorskip("gsplat")
+    H, W, d = 48, 64, 32
+    scenes = [_agreement_scene(n=200, d=d, n_cams=2, H=H, W=W, seed=s, per_camera_colors=per_camera_colors)[0]
+              for s in range(3)]
+    n = min(s["means"].shape[0] for s in scenes)  # a batch needs one N: keep the first n of each
+
+    def first(k, v):  # the Gaussian axis is the last but one of per-camera colours, else the first
+        if k in ("K", "world_to_cam"):
+            return v
+        return v[..., :n, :] if k == "colors" and v.dim() == 3 else v[:n]
+
+    batch = {k: torch.stack([first(k, s[k]) for s in scenes]).cuda() for k in scenes[0]}
+    bg = torch.linspace(0, 1, d, device="cuda")
+    img_b, alpha_b, grads_b = _render_batched_with_grads(batch, H, W, "gsplat", bg)
+    img_s, alpha_s, grads_s = _render_batched_with_grads(batch, H, W, "gsplat", bg, batched=False)
+    img_t, alpha_t, grads_t = _render_batched_with_grads(batch, H, W, "torch", bg)
+    assert img_b.shape == (3, 2, H, W, d) and alpha_b.shape == (3, 2, H, W)
+    assert float((img_b - img_s).abs().max()) < 1e-6 and float((alpha_b - alpha_s).abs().max()) < 1e-6
+    assert float((img_b - img_t).abs().max()) < 1e-4 and float((alpha_b - alpha_t).abs().max()) < 1e-4
+    for k in GRAD_KEYS:
+        assert float((grads_b[k] - grads_s[k]).norm() / grads_s[k].norm()) < 1e-5, k
+        assert float((grads_b[k] - grads_t[k]).norm() / grads_t[k].norm()) < 1e-3, k
