@@ -76,6 +76,8 @@ bench: install
 	$(PY) benchmarks/bench_planning.py
 	$(PY) benchmarks/bench_shard_open.py
 	$(PY) benchmarks/bench_distributed.py
+	$(PY) benchmarks/bench_scans.py
+	$(PY) benchmarks/bench_gaussianhead.py --finetune-iters 50
 
 # one table of every CUDA check (gsplat build, CUDA tests, backends against the torch paths, paper-preset step
 # times, amp) in under 8 minutes on one GPU; GPU_CHECK_ARGS e.g. --quick, --out gpu-check.md, --only render

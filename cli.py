@@ -782,15 +782,101 @@ def _avatar_file(avatar: str) -> str:
     return os.path.join(avatar, "avatar.pt") if os.path.isdir(avatar) else avatar
 
 
+@command("baseline", on=avatar_app, epilog="""
+**Examples**
+
+    python cli.py avatar baseline --store avatars/me/store.zarr --out avatars/me-gaussianhead
+
+    python cli.py avatar baseline --store stores/demo.zarr --clip 001/EXP-1-jawopen --view 8 \\
+        --out avatars/001-gh --max-seconds 600            # the same wall-clock time as a GPHM avatar
+
+    python cli.py avatar baseline --store stores/demo.zarr --out avatars/001-gh-noder --no-derivation
+
+    python cli.py avatar evaluate avatars/me avatars/me-gaussianhead    # one side-by-side table
+""")
+def avatar_baseline(
+    store: str = typer.Option(..., help="A preprocessed store (an avatar's AVATAR/store.zarr, or `preprocess`)."),
+    out: str = typer.Option(..., help="The baseline directory (gaussianhead.pt, gaussianhead_state.pt)."),
+    clip: Optional[str] = typer.Option(None, help="The store clip (subject/sequence) [the first]."),
+    view: int = typer.Option(0, help="The camera of the clip [0]."),
+    holdout: float = typer.Option(0.2, help="Share of the last frames held out for evaluation, never fitted."),
+    preset: str = typer.Option("paper", help="paper (appendix A) or tiny (CPU tests)."),
+    iterations: Optional[int] = typer.Option(None, help="Training iterations [the preset's]."),
+    resolution: Optional[int] = typer.Option(None, help="Render and compare size [the preset's]."),
+    max_seconds: float = typer.Option(0.0, help="Stop at this wall-clock time (equal-time comparisons; 0: none)."),
+    no_derivation: bool = typer.Option(False, "--no-derivation", help="Ablation: axis-aligned tri-plane."),
+    global_rotation: bool = typer.Option(False, "--global-rotation", help="Ablation: one set of K rotations for "
+                                                                          "the scene instead of per Gaussian."),
+    no_triplane: bool = typer.Option(False, "--no-triplane", help="Ablation: per-Gaussian opacity and SH."),
+    vgg_weights: Optional[str] = typer.Option(None, help="The VGG loss term's torchvision VGG16 state dict."),
+    set_: list[str] = typer.Option([], "--set", help="Any GaussianHeadConfig field, FIELD=VALUE (repeatable)."),
+    seed: int = typer.Option(0, help="Seed of the initialisation and of the frame order."),
+    checkpoint_every: int = typer.Option(1000, help="Iterations between resumable state saves."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+) -> None:
+    """Train the GaussianHead baseline (a per-subject monocular avatar: deformation field, multi-resolution
+    tri-plane, learnable Gaussian derivation) on the frames `avatar fit` uses. Rerun to resume."""
+    from datasets.config import override, parse_pairs
+    from model.avatar.frames import AvatarFrames
+    from model.gaussianhead.config import preset as gaussianhead_preset
+    from model.gaussianhead.fit import BaselineConfig, GaussianHeadFit
+
+    if sum((no_derivation, global_rotation, no_triplane)) > 1:
+        _fail("give at most one of --no-derivation, --global-rotation and --no-triplane")
+    values = parse_pairs(set_, "--set")
+    values.update({k: v for k, v in (("iterations", iterations), ("resolution", resolution),
+                                     ("vgg_weights", vgg_weights)) if v is not None})
+    if no_derivation or global_rotation:
+        values["derivation"] = "none" if no_derivation else "global"
+    if no_triplane:
+        values["use_triplane"] = False
+    config = override(gaussianhead_preset(preset), values)
+    run = BaselineConfig(out=out, seed=seed, max_seconds=max_seconds, checkpoint_every=checkpoint_every,
+                         device=device, threads=threads)
+    clip = _first_clip(store, clip)
+    frames = AvatarFrames.load(store, clip, view, holdout)
+    with _progress_bar() as report:
+        fit = GaussianHeadFit(run, config, frames, progress=report)
+        console.print(f"{clip} view {view}: {len(frames.train)} frame(s) trained on, {len(frames.heldout)} held out; "
+                      f"{config.iterations} iterations from step {fit.step}, {fit.model.n_points} Gaussians")
+        path = fit.run()
+    console.print(f"baseline: {path} ({fit.step} iterations, {fit.seconds:.0f} s, {fit.model.n_points} Gaussians)")
+
+
+def _progress_bar():
+    """A context giving report(phase, step, total, terms) on a rich progress bar."""
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            tasks: dict[str, int] = {}
+
+            def report(phase: str, step: int, total: int, terms: dict) -> None:
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(f"{phase:8s}", total=total, loss=terms["total"])
+                progress.update(tasks[phase], completed=step, loss=terms["total"])
+            yield report
+    return bar()
+
+
 @command("evaluate", on=avatar_app, epilog="""
 **Examples**
 
     python cli.py avatar evaluate avatars/me
 
     python cli.py avatar evaluate avatars/me --json > me_metrics.json
+
+    python cli.py avatar evaluate avatars/me avatars/me-gaussianhead    # side by side, the same frames
 """)
 def avatar_evaluate(
-    avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
+    avatars: list[str] = typer.Argument(..., help="Avatar directories (or avatar.pt / gaussianhead.pt): GPHM "
+                                                  "avatars and GaussianHead baselines of the same frames."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     face_distance: bool = typer.Option(True, help="Face Distance with dlib's face descriptor model."),
     vgg_weights: Optional[str] = typer.Option(None, help="LPIPS: a torchvision VGG16 state dict."),
@@ -798,13 +884,12 @@ def avatar_evaluate(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
 ) -> None:
     """PSNR and SSIM (fine and coarse), the Face Distance and (with its weight files) LPIPS of an avatar on
-    its held-out frames."""
+    its held-out frames; of several (GPHM avatars and GaussianHead baselines), one table."""
     from model.avatar.evaluate import evaluate_avatar
     from model.avatar.fit import load_avatar
     from model.avatar.frames import AvatarFrames
+    from model.gaussianhead.fit import is_baseline
 
-    model, payload = load_avatar(avatar, device)
-    frames = AvatarFrames.of_avatar(payload["frames"])
     distance = None
     if face_distance:
         from pipeline.backends.face_distance import FaceDistance
@@ -817,6 +902,18 @@ def avatar_evaluate(
         from model.nets.lpips import LPIPS
 
         lpips = LPIPS(vgg_weights, lpips_weights).to(device)
+    if len(avatars) > 1 or is_baseline(avatars[0]):
+        from model.gaussianhead.evaluate import compare, format_table
+
+        rows = compare(avatars, device, distance, lpips)
+        if as_json:
+            sys.stdout.write(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1) + "\n")
+        else:
+            _stdout().print(format_table(rows), soft_wrap=True)
+        return
+    avatar = avatars[0]
+    model, payload = load_avatar(avatar, device)
+    frames = AvatarFrames.of_avatar(payload["frames"])
     metrics = evaluate_avatar(model, frames, device, distance, lpips)
     metrics.update(prior=payload["source"]["prior"], iterations=payload["iterations"], seconds=payload["seconds"])
     if as_json:
