@@ -6,7 +6,7 @@
    epoch, with 1, 2 and 4 simulated nodes: node-aware partitioning (each node reads its share of the
    shards) against the split by position alone (every node reads every shard), the previous behaviour.
 
-    python benchmarks/bench_distributed.py [--steps 10] [--skip-training]
+    python benchmarks/bench_distributed.py [--steps 40] [--skip-training]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def traffic(tmp: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
