@@ -653,8 +653,6 @@ def avatar_fit(
     person's Gaussians, f_exp, Psi and a new f_dyn. Rerun the same command to resume an interrupted fit."""
     import os
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from model.avatar.fit import AvatarConfig, AvatarFit
     from model.avatar.frames import AvatarFrames
 
@@ -669,16 +667,7 @@ def avatar_fit(
         store = _preprocess_avatar_input(input, out, os.path.join(out, "store.zarr"), workers, model)
     clip = _first_clip(store, clip)
     frames = AvatarFrames.load(store, clip, view, holdout)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks: dict[str, int] = {}
-
-        def report(phase: str, step: int, total: int, terms: dict) -> None:
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(f"{phase:8s}", total=total, loss=terms["total"])
-            progress.update(tasks[phase], completed=step, loss=terms["total"])
-
+    with _progress_bar() as report:
         fit = AvatarFit(config, frames, progress=report)
         console.print(f"{clip} view {view}: {len(frames.train)} frame(s) fitted, {len(frames.heldout)} held out"
                       + ("; few-shot: f_exp and Psi frozen" if fit.few_shot else "")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.capture.rig import look_at  # OpenCV world-to-camera of a camera looking at a point
+
 PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)  # degrees, one ring each
 DEFAULT_VIEWS = 80
 DISTANCE_M = 1.0  # camera distance from the head centre, metres
@@ -52,20 +54,6 @@ def ring_angles(n_views: int) -> np.ndarray:
         yaw = (k * step + (step / 2 if ring % 2 else 0.0)) % 360.0
         out.append((yaw, PITCHES[ring]))
     return np.array(out, np.float64)
-
-
-def look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """[4, 4] OpenCV world-to-camera of a camera at `position` looking at `target`, image up along `up`."""
-    z = target - position
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    E = np.eye(4)
-    E[:3, :3] = R
-    E[:3, 3] = -R @ position
-    return E
 
 
 def intrinsics(size: int) -> np.ndarray:

@@ -21,24 +21,12 @@ import time
 import pytest
 import torch
 
-from model.head_shards import make_head_shards
 from model.train import checkpoint
 from tests.model.ddp_worker import trainer
+from tests.model.test_gaussian_trainer import head_shards, stage1  # noqa: F401 - the stage tests' fixtures (pytest finds them here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "model", "ddp_worker.py")
-
-
-@pytest.fixture(scope="module")
-def head_shards(tmp_path_factory):
-    return make_head_shards(str(tmp_path_factory.mktemp("heads")))
-
-
-@pytest.fixture(scope="module")
-def stage1(head_shards, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stage1")
-    trainer("guiding", head_shards, str(out), 2).fit()
-    return str(out / "checkpoint.pt")
 
 
 def _port() -> int:
