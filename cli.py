@@ -686,6 +686,8 @@ def avatar_fit(
         --driver-view 8 --out renders/me-by-002.mp4 --fixed-non-face
 
     python cli.py avatar drive avatars/me --self --out renders/me-self.mp4    # its own held-out frames
+
+    python cli.py avatar drive avatars/me --driver talk.mp4 --out renders/me-talk.mp4 --mouth-check
 """)
 def avatar_drive(
     avatar: str = typer.Argument(..., help="An avatar directory or avatar.pt."),
@@ -699,13 +701,16 @@ def avatar_drive(
     fixed_non_face: bool = typer.Option(False, "--fixed-non-face", help="Keep a non-face code of the avatar's own "
                                                                         "frames (neck and shoulders still)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Write the driver and the avatar together."),
+    mouth_check: bool = typer.Option(False, "--mouth-check", help="Re-detect the face on the renders and print "
+                                                                  "how their mouth opening follows the driver's."),
     frames: int = typer.Option(0, help="At most this many driving frames (0: all)."),
     fps: int = typer.Option(25, help="Frames per second of the video."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     workers: int = typer.Option(1, help="Preprocessing worker processes."),
 ) -> None:
     """Drive an avatar with another video: the driver's face crops give the expression, its non-face images
-    the neck and shoulders, its head pose (relative to its mean) poses the avatar."""
+    the neck and shoulders, its head pose (relative to its mean) poses the avatar. --mouth-check correlates
+    the mouth opening (inner-lip gap over mouth width) re-detected on each render with the driver's."""
     import os
 
     import numpy as np
@@ -734,6 +739,14 @@ def avatar_drive(
         renders, shown = drive(model, own, driving, device, fixed_non_face, frames)
     video = [np.concatenate([d, r], 1) for d, r in zip(shown, renders)] if side_by_side else renders
     console.print(f"driven: {write_animation(out, video, fps)}")
+    if mouth_check:
+        from model.avatar.mouth import mouth_agreement
+
+        if "lmk2d" not in driving.arrays:
+            _fail("the driver's store has no 2D landmarks to compare the mouth with (run the landmarks stage)")
+        with console.status("re-detecting the face on the renders"):
+            report = mouth_agreement(driving.arrays["lmk2d"][: len(renders)], renders)
+        console.print(report.describe())
 
 
 @command("render", on=avatar_app, epilog="""

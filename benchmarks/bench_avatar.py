@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--fit-iters", type=int, default=100)
     ap.add_argument("--finetune-iters", type=int, default=300)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--driver-store", default=os.path.join(REPO, "stores", "demo.zarr"),
+                    help="cross-identity driver for the mouth check (default: the demo store, when made)")
+    ap.add_argument("--driver-clip", default="002/EXP-1-jawopen")
+    ap.add_argument("--driver-view", type=int, default=7)
     args = ap.parse_args()
     if not os.path.exists(args.input):
         sys.exit(f"no input video at {args.input}: give --input CLIP.mp4")
@@ -107,12 +111,31 @@ def main() -> None:
               f"{(preprocess_s + 100 * per['fit'] + 2000 * per['finetune']) / 60:.1f} min); held-out PSNR "
               f"{metrics['psnr']:.2f} dB (coarse {metrics['psnr_coarse']:.2f}), SSIM {metrics['ssim']:.3f}, Face "
               f"Distance {metrics['face_distance']:.3f} ({int(metrics['face_frames'])} frames)")
+    _mouth_check(args, os.path.join(work, "avatar_prior"), frames)
     a = rows["prior"][2]
     for name in ("no prior", "no prior, equal time"):
         b = rows[name][2]
         print(f"prior - {name} (time ratio {rows['prior'][0] / rows[name][0]:.2f}): PSNR "
               f"{a['psnr'] - b['psnr']:+.2f} dB, SSIM {a['ssim'] - b['ssim']:+.3f}, Face Distance "
               f"{a['face_distance'] - b['face_distance']:+.3f}")
+
+
+def _mouth_check(args, avatar_dir: str, frames) -> None:
+    """Does driving carry the mouth? The prior avatar driven by its own held-out frames and by another person
+    (the mouth opening re-detected on the renders against the driver's, model/avatar/mouth.py)."""
+    from model.avatar.drive import drive
+    from model.avatar.fit import load_avatar
+    from model.avatar.frames import AvatarFrames
+    from model.avatar.mouth import mouth_agreement
+
+    avatar, _ = load_avatar(avatar_dir, args.device)
+    drivers = [("self (held out)", frames.subset(frames.heldout))]
+    if os.path.exists(args.driver_store):
+        drivers.append((f"{args.driver_clip} view {args.driver_view}",
+                        AvatarFrames.load(args.driver_store, args.driver_clip, args.driver_view, 0.0)))
+    for name, driver in drivers:
+        renders, _ = drive(avatar, frames, driver, args.device)
+        print(f"mouth, driven by {name}: {mouth_agreement(driver.arrays['lmk2d'], renders).describe()}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ class AvatarFrames:
             "pose": g["fit/pose"].get_orthogonal_selection(sel).astype(np.float32),
             "scale": g["fit/scale"].get_orthogonal_selection(sel).astype(np.float32),
             "lmk3d": g["fit/lmk3d"].get_orthogonal_selection(sel).astype(np.float32)}
+        if "lmk2d" in g:  # the frames' own 2D landmarks (for the mouth check of driving), NaN where none
+            lmk2d = g["lmk2d"].get_orthogonal_selection((frames, [view]))[:, 0].astype(np.float32)
+            lmk2d[lmk2d[..., 2] <= 0] = np.nan
+            arrays["lmk2d"] = lmk2d
         idx = np.arange(len(frames))
         return AvatarFrames(store_url, clip, view, frames, idx[:len(frames) - n_out], idx[len(frames) - n_out:], arrays,
                             holdout)
@@ -94,7 +98,7 @@ class AvatarFrames:
     def batch(self, rows: list[int], config: GuidingConfig, device: torch.device) -> tuple[Inputs, Targets]:
         """Model inputs and targets of the usable frames `rows` (indices into `frames`)."""
         rows = list(rows)
-        batch = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in self.arrays.items()}
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in self.arrays.items() if k != "lmk2d"}
         batch.update(identity=torch.zeros(len(rows), dtype=torch.long), clip=torch.zeros(len(rows), dtype=torch.long),
                      frame=torch.tensor(rows, dtype=torch.long))
         return prepare_batch(as_views(batch), config, self.table(), device)

@@ -198,9 +198,10 @@ def test_driving_an_avatar_writes_the_driven_video(trained, tmp_path):
     assert run.exit_code == 0, run.output
     assert read_mp4_frames(tmp_path / "self.mp4").shape[0] == 1  # the one held-out frame
     run = runner.invoke(cli.app, ["avatar", "drive", out, "--driver-store", store, "--driver-clip", "001/SEQ-0",
-                                  "--driver-view", "3", "--side-by-side", "--fixed-non-face",
+                                  "--driver-view", "3", "--side-by-side", "--fixed-non-face", "--mouth-check",
                                   "--out", str(tmp_path / "other.mp4")])
     assert run.exit_code == 0, run.output
+    assert "mouth" in run.output and ("no face re-detected" in run.output or "correlation" in run.output)
     video = read_mp4_frames(tmp_path / "other.mp4")
     usable = len(AvatarFrames.load(store, "001/SEQ-0", view=3, holdout=0.0))  # one frame of it was not fitted
     assert video.shape[0] == usable == 5 and video.shape[2] == 2 * video.shape[1]  # driver | avatar
