@@ -59,17 +59,22 @@ def redetected_openings(images: list[np.ndarray], detector=None) -> np.ndarray:
     """images: uint8 RGB [S, S, 3] each -> [T] openings of the face found in each, NaN where none is.
     detector: a per-image landmark detector returning `.landmarks68` (mediapipe's, without tracking, by
     default: every frame is detected on its own, so one frame cannot carry over to the next)."""
-    if detector is None:
+    own = detector is None
+    if own:
         from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
 
         detector = MediapipeFaceLandmarks(tracking=False)
     out = np.full(len(images), np.nan)
-    for i, image in enumerate(images):
-        if image.shape[0] < DETECT_SIZE:
-            image = cv2.resize(image, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
-        found = detector(np.ascontiguousarray(image)).landmarks68
-        if found is not None:
-            out[i] = mouth_opening(found)
+    try:
+        for i, image in enumerate(images):
+            if image.shape[0] < DETECT_SIZE:
+                image = cv2.resize(image, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
+            found = detector(np.ascontiguousarray(image)).landmarks68
+            if found is not None:
+                out[i] = mouth_opening(found)
+    finally:
+        if own:
+            detector.close()
     return out
 
 
