@@ -741,11 +741,16 @@ def avatar_drive(
     console.print(f"driven: {write_animation(out, video, fps)}")
     if mouth_check:
         from model.avatar.mouth import mouth_agreement
+        from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
 
         if "lmk2d" not in driving.arrays:
             _fail("the driver's store has no 2D landmarks to compare the mouth with (run the landmarks stage)")
-        with console.status("re-detecting the face on the renders"):
-            report = mouth_agreement(driving.arrays["lmk2d"][: len(renders)], renders)
+        detector = MediapipeFaceLandmarks(tracking=False)
+        try:
+            with console.status("re-detecting the face on the renders"):
+                report = mouth_agreement(driving.arrays["lmk2d"][: len(renders)], renders, detector)
+        finally:
+            detector.close()
         console.print(report.describe())
 
 

@@ -127,15 +127,19 @@ def _mouth_check(args, avatar_dir: str, frames) -> None:
     from model.avatar.fit import load_avatar
     from model.avatar.frames import AvatarFrames
     from model.avatar.mouth import mouth_agreement
+    from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
 
     avatar, _ = load_avatar(avatar_dir, args.device)
     drivers = [("self (held out)", frames.subset(frames.heldout))]
     if os.path.exists(args.driver_store):
         drivers.append((f"{args.driver_clip} view {args.driver_view}",
                         AvatarFrames.load(args.driver_store, args.driver_clip, args.driver_view, 0.0)))
+    detector = MediapipeFaceLandmarks(tracking=False)
     for name, driver in drivers:
         renders, _ = drive(avatar, frames, driver, args.device)
-        print(f"mouth, driven by {name}: {mouth_agreement(driver.arrays['lmk2d'], renders).describe()}")
+        report = mouth_agreement(driver.arrays["lmk2d"], renders, detector)
+        print(f"mouth, driven by {name}: {report.describe()}")
+    detector.close()
 
 
 if __name__ == "__main__":

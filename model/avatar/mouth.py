@@ -3,7 +3,7 @@ landmarks) against the opening re-detected on the rendered avatar, correlated ov
 GPHMv2 section 3.5's cross-identity reenactment):
 
     opening = |inner lower lip - inner upper lip| / mouth width        iBUG-68 points 66, 62 and 54, 48
-    report = mouth_agreement(driver_landmarks, renders)               Pearson r over frames with a face
+    report = mouth_agreement(driver_landmarks, renders, detector)     Pearson r over frames with a face
 
 The ratio does not depend on the image scale or the face size, so driver and avatar compare directly.
 """
@@ -55,30 +55,21 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def redetected_openings(images: list[np.ndarray], detector=None) -> np.ndarray:
+def redetected_openings(images: list[np.ndarray], detector) -> np.ndarray:
     """images: uint8 RGB [S, S, 3] each -> [T] openings of the face found in each, NaN where none is.
-    detector: a per-image landmark detector returning `.landmarks68` (mediapipe's, without tracking, by
-    default: every frame is detected on its own, so one frame cannot carry over to the next)."""
-    own = detector is None
-    if own:
-        from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
-
-        detector = MediapipeFaceLandmarks(tracking=False)
+    detector: a per-image landmark detector returning `.landmarks68` (the caller's: mediapipe's without
+    tracking, so one frame cannot carry over to the next; model/ does not import pipeline/)."""
     out = np.full(len(images), np.nan)
-    try:
-        for i, image in enumerate(images):
-            if image.shape[0] < DETECT_SIZE:
-                image = cv2.resize(image, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
-            found = detector(np.ascontiguousarray(image)).landmarks68
-            if found is not None:
-                out[i] = mouth_opening(found)
-    finally:
-        if own:
-            detector.close()
+    for i, image in enumerate(images):
+        if image.shape[0] < DETECT_SIZE:
+            image = cv2.resize(image, (DETECT_SIZE, DETECT_SIZE), interpolation=cv2.INTER_CUBIC)
+        found = detector(np.ascontiguousarray(image)).landmarks68
+        if found is not None:
+            out[i] = mouth_opening(found)
     return out
 
 
-def mouth_agreement(driver_landmarks: np.ndarray, renders: list[np.ndarray], detector=None) -> MouthReport:
+def mouth_agreement(driver_landmarks: np.ndarray, renders: list[np.ndarray], detector) -> MouthReport:
     """driver_landmarks: [T, 68, 2+] with NaN rows where the driver has none; renders: T avatar images."""
     if len(driver_landmarks) != len(renders):
         raise ValueError(f"{len(driver_landmarks)} driver frames but {len(renders)} renders")

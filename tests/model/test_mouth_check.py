@@ -88,7 +88,13 @@ def test_the_opening_re_detected_on_small_head_renders_follows_the_full_size_one
         cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * max(x1 - x0, y1 - y0)
         M = np.array([[64 / half, 0, 64 - cx * 64 / half], [0, 64 / half, 64 - cy * 64 / half]])
         heads.append(cv2.warpAffine(image, M, (128, 128), flags=cv2.INTER_AREA))
-    small = redetected_openings(heads)
+    from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
+
+    detector = MediapipeFaceLandmarks(tracking=False)
+    try:
+        small = redetected_openings(heads, detector)
+    finally:
+        detector.close()
     reference = mouth_opening(np.stack(full))
     assert np.isfinite(small).all()
     assert reference.max() - reference.min() > 0.15  # the clip's mouth does open
