@@ -710,7 +710,9 @@ def avatar_drive(
 ) -> None:
     """Drive an avatar with another video: the driver's face crops give the expression, its non-face images
     the neck and shoulders, its head pose (relative to its mean) poses the avatar. --mouth-check correlates
-    the mouth opening (inner-lip gap over mouth width) re-detected on each render with the driver's."""
+    the mouth opening (inner-lip gap over mouth width) re-detected on each render with the driver's, and
+    says where a lost mouth is lost: the avatar's own lip landmarks, and whether its Gaussians at the mouth
+    and jaw deform with the expression (model/avatar/motion_reach.py)."""
     import os
 
     import numpy as np
@@ -752,6 +754,13 @@ def avatar_drive(
         finally:
             detector.close()
         console.print(report.describe())
+        from model.avatar.motion_reach import avatar_reach, landmark_openings
+        from model.avatar.mouth import correlation
+
+        own = landmark_openings(model, driving, device, frames)
+        console.print(f"the avatar's own lip landmarks (before rendering): opening {own.min():.2f}..{own.max():.2f}, "
+                      f"correlation {correlation(report.driver, own):.2f} with the driver's")
+        console.print(avatar_reach(model).describe())
 
 
 @command("render", on=avatar_app, epilog="""

@@ -126,7 +126,8 @@ def _mouth_check(args, avatar_dir: str, frames) -> None:
     from model.avatar.drive import drive
     from model.avatar.fit import load_avatar
     from model.avatar.frames import AvatarFrames
-    from model.avatar.mouth import mouth_agreement
+    from model.avatar.motion_reach import avatar_reach, landmark_openings
+    from model.avatar.mouth import correlation, mouth_agreement
     from pipeline.backends.mediapipe_landmarks import MediapipeFaceLandmarks
 
     avatar, _ = load_avatar(avatar_dir, args.device)
@@ -138,8 +139,11 @@ def _mouth_check(args, avatar_dir: str, frames) -> None:
     for name, driver in drivers:
         renders, _ = drive(avatar, frames, driver, args.device)
         report = mouth_agreement(driver.arrays["lmk2d"], renders, detector)
-        print(f"mouth, driven by {name}: {report.describe()}")
+        own = landmark_openings(avatar, driver, args.device)
+        print(f"mouth, driven by {name}: {report.describe()}; the avatar's own lip landmarks follow at r "
+              f"{correlation(report.driver, own):.2f}")
     detector.close()
+    print(avatar_reach(avatar).describe())
 
 
 if __name__ == "__main__":

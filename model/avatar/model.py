@@ -114,11 +114,14 @@ class Avatar(nn.Module):
             dyn = self.f_dyn(self.gamma[None], z_exp)  # [B, N, C + 8]
         else:
             dyn = means.new_zeros(B, self.n_points, C + 8)
-        landmarks = self.P_id[None] + self.f_exp(self.H_lmk[None], z_exp)  # landmarks follow the expression
         return CanonicalGaussians(
             means=means, quats=self.Q_id[None] + dyn[..., C + 3:C + 7], log_scales=self.S_id[None] + dyn[..., C:C + 3],
             opacities=torch.sigmoid(self.A_id[None] + dyn[..., C + 7]), colours=self.C_id[None] + dyn[..., :C],
-            delta_exp=delta_exp, delta_nf=delta_nf, landmarks=landmarks)
+            delta_exp=delta_exp, delta_nf=delta_nf, landmarks=self.expression_landmarks(z_exp))
+
+    def expression_landmarks(self, z_exp: Tensor) -> Tensor:
+        """z_exp: [B, exp_dim] -> [B, L, 3] the canonical landmarks, which follow the expression."""
+        return self.P_id[None] + self.f_exp(self.H_lmk[None], z_exp)
 
     def forward(self, x: Inputs, z_nf: Tensor | None = None) -> GaussianOutputs:
         """z_nf: a fixed non-face code [1, nf_dim] instead of E_nf(x.non_face) (driving with --fixed-non-face)."""

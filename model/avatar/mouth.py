@@ -19,9 +19,10 @@ UPPER, LOWER, LEFT, RIGHT = 62, 66, 48, 54  # iBUG-68: inner lips (middle), mout
 DETECT_SIZE = 256  # renders are upscaled to this before re-detection (the tiny preset renders 128 px)
 
 
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """landmarks: [..., 68, 2+] iBUG-68 -> [...] inner-lip gap over mouth width (0 closed, ~0.5 wide open)."""
-    lm = np.asarray(landmarks, np.float64)[..., :2]
+def mouth_opening(landmarks: np.ndarray, dims: int = 2) -> np.ndarray:
+    """landmarks: [..., 68, dims+] iBUG-68 (2D with a confidence channel after, or 3D with dims=3) -> [...]
+    inner-lip gap over mouth width (0 closed, ~0.5 wide open)."""
+    lm = np.asarray(landmarks, np.float64)[..., :dims]
     gap = np.linalg.norm(lm[..., LOWER, :] - lm[..., UPPER, :], axis=-1)
     width = np.linalg.norm(lm[..., RIGHT, :] - lm[..., LEFT, :], axis=-1)
     return gap / np.maximum(width, 1e-9)

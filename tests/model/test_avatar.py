@@ -202,6 +202,7 @@ def test_driving_an_avatar_writes_the_driven_video(trained, tmp_path):
                                   "--out", str(tmp_path / "other.mp4")])
     assert run.exit_code == 0, run.output
     assert "mouth" in run.output and ("no face re-detected" in run.output or "correlation" in run.output)
+    assert "own lip landmarks" in run.output and "mouth and jaw:" in run.output
     video = read_mp4_frames(tmp_path / "other.mp4")
     usable = len(AvatarFrames.load(store, "001/SEQ-0", view=3, holdout=0.0))  # one frame of it was not fitted
     assert video.shape[0] == usable == 5 and video.shape[2] == 2 * video.shape[1]  # driver | avatar
